@@ -1,0 +1,30 @@
+// moekit/backend/cpu/kernels.hpp — kernels<cpu>: the CPU kernel set, one noun
+// per header, gathered here. These are the reference oracle of the test suite.
+#pragma once
+
+#include "../backend.hpp"
+#include "cpu.hpp"
+#include "gather.hpp"
+#include "gemm.hpp"
+#include "histogram.hpp"
+#include "map.hpp"
+#include "reduce.hpp"
+#include "scan.hpp"
+#include "softmax.hpp"
+#include "sort.hpp"
+#include "top_k.hpp"
+
+namespace moekit {
+
+template <>
+struct kernels<cpu> : detail::cpu_gemm,
+                      detail::cpu_map,
+                      detail::cpu_reduce,
+                      detail::cpu_softmax,
+                      detail::cpu_top_k,
+                      detail::cpu_gather,
+                      detail::cpu_sort,
+                      detail::cpu_histogram,
+                      detail::cpu_scan {};
+
+}  // namespace moekit

@@ -1,0 +1,66 @@
+// moekit/tensor/ops/functors.hpp — the element-wise functions every backend's
+// map kernel applies. Plain structs (not lambdas) so CUDA kernels can call them.
+#pragma once
+
+#include <cmath>
+#include <numbers>
+
+#include "../../core/host_device.hpp"
+
+namespace moekit::fn {
+
+struct add {
+  template <class T> MOEKIT_HOST_DEVICE T operator()(T a, T b) const { return a + b; }
+};
+struct sub {
+  template <class T> MOEKIT_HOST_DEVICE T operator()(T a, T b) const { return a - b; }
+};
+struct mul {
+  template <class T> MOEKIT_HOST_DEVICE T operator()(T a, T b) const { return a * b; }
+};
+struct div {
+  template <class T> MOEKIT_HOST_DEVICE T operator()(T a, T b) const { return a / b; }
+};
+struct max {
+  template <class T> MOEKIT_HOST_DEVICE T operator()(T a, T b) const { return a < b ? b : a; }
+};
+struct min {
+  template <class T> MOEKIT_HOST_DEVICE T operator()(T a, T b) const { return b < a ? b : a; }
+};
+
+/// x op s for a scalar s held by the functor.
+template <class Op, class T>
+struct with_scalar {
+  T s;
+  MOEKIT_HOST_DEVICE T operator()(T x) const { return Op{}(x, s); }
+};
+/// s op x.
+template <class Op, class T>
+struct scalar_first {
+  T s;
+  MOEKIT_HOST_DEVICE T operator()(T x) const { return Op{}(s, x); }
+};
+
+template <class T>
+struct constant {
+  T v;
+  MOEKIT_HOST_DEVICE T operator()(std::size_t) const { return v; }
+};
+
+struct neg {
+  template <class T> MOEKIT_HOST_DEVICE T operator()(T x) const { return -x; }
+};
+struct exp {
+  template <class T> MOEKIT_HOST_DEVICE T operator()(T x) const { return std::exp(x); }
+};
+struct log {
+  template <class T> MOEKIT_HOST_DEVICE T operator()(T x) const { return std::log(x); }
+};
+struct sqrt {
+  template <class T> MOEKIT_HOST_DEVICE T operator()(T x) const { return std::sqrt(x); }
+};
+struct square {
+  template <class T> MOEKIT_HOST_DEVICE T operator()(T x) const { return x * x; }
+};
+
+}  // namespace moekit::fn
