@@ -7,6 +7,7 @@
 #include <concepts>
 #include <span>
 #include <string>
+#include <type_traits>
 
 #include "error.hpp"
 
@@ -48,9 +49,13 @@ class shape {
       throw shape_error(std::string(op) + ": expected rank " + std::to_string(rank()) + ", got " +
                         std::to_string(all.size()));
     for (std::size_t i = 0; i < rank(); ++i) {
-      if (statics_[i] == dyn) {
-        s.dyn_[dynamic_index(i)] = all[i];
-      } else if (statics_[i] != all[i]) {
+      if constexpr (rank_dynamic() > 0) {
+        if (statics_[i] == dyn) {
+          s.dyn_[dynamic_index(i)] = all[i];
+          continue;
+        }
+      }
+      if (statics_[i] != all[i]) {
         throw shape_error(std::string(op) + ": extent " + std::to_string(i) + " is " +
                           std::to_string(all[i]) + " but the type fixes it to " +
                           std::to_string(statics_[i]));
@@ -94,7 +99,14 @@ class shape {
   }
 
  private:
-  [[no_unique_address]] std::array<std::size_t, rank_dynamic()> dyn_{};
+  // A fully static shape stores nothing (an empty std::array trips GCC's
+  // maybe-uninitialized analysis when copied, so use an empty struct).
+  struct no_extents {
+    constexpr std::size_t operator[](std::size_t) const noexcept { return 0; }
+    constexpr bool operator==(const no_extents&) const noexcept = default;
+  };
+  using storage = std::conditional_t<rank_dynamic() == 0, no_extents, std::array<std::size_t, rank_dynamic()>>;
+  [[no_unique_address]] storage dyn_{};
 };
 
 /// A rank-0 shape: the shape of scalars such as losses.

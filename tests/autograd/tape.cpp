@@ -1,0 +1,138 @@
+// The tape: what records, what does not, where gradients accumulate, and that
+// the same seed and inputs give bitwise identical results.
+#include <catch2/catch.hpp>
+
+#include <cstring>
+
+#include <moekit.hpp>
+
+using namespace moekit;
+
+TEST_CASE("tape: gradients of a small expression", "[autograd][tape]") {
+  tape t;
+  auto x = t.variable(from_values<double>(shape<3>{}, {1, 2, 3}));
+  auto y = sum(x * x * 2.0 + x);  // dy/dx = 4x + 1
+  REQUIRE(y.value()[0] == 2 * 14 + 6);
+  t.backward(y);
+  REQUIRE(x.grad()[0] == 5);
+  REQUIRE(x.grad()[2] == 13);
+}
+
+TEST_CASE("tape: shared gradients are never written through", "[autograd][tape]") {
+  // a + b hands the same dy to both; a's later accumulation must not change b's.
+  tape t;
+  auto a = t.variable(from_values<double>(shape<2>{}, {1, 2}));
+  auto b = t.variable(from_values<double>(shape<2>{}, {3, 4}));
+  auto y = sum((a + b) + a * 3.0);
+  t.backward(y);
+  REQUIRE(a.grad()[0] == 4);
+  REQUIRE(b.grad()[0] == 1);
+  REQUIRE(b.grad()[1] == 1);
+}
+
+TEST_CASE("tape: inputs and no_grad record nothing", "[autograd][tape]") {
+  tape t;
+  auto c = t.input(ones<float>(shape<2, 2>{}));
+  auto y = relu(c * 2.0f);
+  REQUIRE_FALSE(y.requires_grad());
+  REQUIRE(t.size() == 0);
+  auto v = t.variable(ones<float>(shape<2, 2>{}));
+  {
+    no_grad guard;
+    REQUIRE_FALSE(grad_enabled());
+    auto z = v * v;
+    REQUIRE_FALSE(z.requires_grad());
+  }
+  REQUIRE(grad_enabled());
+  REQUIRE(t.size() == 1);  // only the variable's leaf
+  REQUIRE_THROWS_AS(t.backward(sum(y)), value_error);
+}
+
+TEST_CASE("tape: backward needs a scalar root or a seed", "[autograd][tape]") {
+  tape t;
+  auto x = t.variable(ones<double>(shape<2>{}));
+  auto y = x * 3.0;
+  REQUIRE_THROWS_AS(t.backward(y), shape_error);
+  t.backward(y, from_values<double>(shape<2>{}, {1, 10}));
+  REQUIRE(x.grad()[1] == 30);
+}
+
+TEST_CASE("parameters: accumulate across steps until zero_grad", "[autograd][parameter]") {
+  parameter<double, shape<2, 2>> w(from_values<double>(shape<2, 2>{}, {1, 2, 3, 4}));
+  REQUIRE(w.requires_grad());
+  tape t;
+  for (int step = 0; step < 2; ++step) {
+    auto x = t.input(from_values<double>(shape<dyn, 2>{1}, {1, 1}));
+    t.backward(sum(matmul(x, w)));
+    t.reset();
+  }
+  REQUIRE(w.grad()(0, 0) == 2);  // 1 per step
+  w.zero_grad();
+  REQUIRE(w.grad()(1, 1) == 0);
+  auto copy = w;  // deep copy
+  copy.value()(0, 0) = 9;
+  REQUIRE(w.value()(0, 0) == 1);
+}
+
+TEST_CASE("parameters: ops on parameters alone use the current tape", "[autograd][parameter]") {
+  parameter<double, shape<2>> p(from_values<double>(shape<2>{}, {-1, 2}));
+  REQUIRE_THROWS_WITH(relu(p), Catch::Contains("relu") && Catch::Contains("no tape"));
+  tape t;
+  auto y = sum(relu(p));
+  REQUIRE(y.tape_ptr() == &t);
+  t.backward(y);
+  REQUIRE(p.grad()[0] == 0);
+  REQUIRE(p.grad()[1] == 1);
+}
+
+TEST_CASE("tape: reset reuses the arena and releases saved tensors", "[autograd][tape]") {
+  tape t;
+  auto big = ones<float>(shape<256, 256>{});
+  {
+    auto x = t.variable(big);
+    auto y = sum(x * x);
+    REQUIRE(big.use_count() > 1);  // held by the tape's nodes
+    t.backward(y);
+  }
+  t.reset();
+  REQUIRE(t.size() == 0);
+  REQUIRE(big.use_count() == 1);
+}
+
+namespace {
+/// A small training step with randomness everywhere: returns output and grads.
+struct run_result {
+  std::vector<float> out, grad_w, grad_b;
+};
+run_result train_step(std::uint64_t seed) {
+  rng g(seed);
+  parameter<float, shape<64, 32>> w(normal<float>(g, shape<64, 32>{}));
+  parameter<float, shape<32>> b(normal<float>(g, shape<32>{}));
+  tape t;
+  auto x = t.input(normal<float>(g, shape<dyn, 64>{512}));
+  auto h = gelu(add_rows(matmul(x, w), b));  // (512, 32)
+  auto loss = mean(h * h);
+  t.backward(loss);
+  auto v = [](const auto& ten) { return std::vector<float>(ten.data(), ten.data() + ten.size()); };
+  return {v(h.value()), v(w.grad()), v(b.grad())};
+}
+}  // namespace
+
+TEST_CASE("determinism: same seed, bitwise identical outputs and gradients", "[autograd][determinism]") {
+  const int saved = num_threads();
+  set_num_threads(2);
+  auto a = train_step(123), b = train_step(123);
+  set_num_threads(1);
+  auto c = train_step(123);
+  set_num_threads(saved);
+  auto same = [](const std::vector<float>& x, const std::vector<float>& y) {
+    return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0;
+  };
+  REQUIRE(same(a.out, b.out));
+  REQUIRE(same(a.grad_w, b.grad_w));
+  REQUIRE(same(a.grad_b, b.grad_b));
+  // Thread count does not change our own reductions (bias grads, means).
+  REQUIRE(same(a.grad_b, c.grad_b));
+  auto d = train_step(124);
+  REQUIRE_FALSE(same(a.out, d.out));
+}

@@ -1,0 +1,209 @@
+// The CPU kernel set against straightforward reference loops. These kernels
+// are the oracle every other backend is compared with, so they are tested
+// directly here, including with several threads.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <numeric>
+#include <vector>
+
+#include <moekit.hpp>
+
+using namespace moekit;
+using K = kernels<cpu>;
+
+namespace {
+std::vector<double> random_vector(std::size_t n, std::uint64_t seed) {
+  rng g(seed);
+  std::vector<double> v(n);
+  for (auto& x : v) x = g.next_uniform<double>() * 2 - 1;
+  return v;
+}
+/// C = op(A) op(B), row-major, by the definition.
+std::vector<double> naive_gemm(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k,
+                               const std::vector<double>& a, const std::vector<double>& b) {
+  std::vector<double> c(m * n, 0.0);
+  for (std::size_t i = 0; i < m; ++i)
+    for (std::size_t j = 0; j < n; ++j)
+      for (std::size_t p = 0; p < k; ++p)
+        c[i * n + j] += (ta ? a[p * m + i] : a[i * k + p]) * (tb ? b[j * k + p] : b[p * n + j]);
+  return c;
+}
+}  // namespace
+
+TEST_CASE("gemm: every transpose combination, float and double", "[backend][gemm]") {
+  const std::size_t m = 7, n = 5, k = 9;
+  auto a = random_vector(m * k, 1), b = random_vector(k * n, 2);
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      auto ref = naive_gemm(ta, tb, m, n, k, a, b);
+      std::vector<double> c(m * n, 1.0);  // beta = 0 must ignore what is there
+      K::gemm(ta, tb, m, n, k, 1.0, a.data(), ta ? m : k, b.data(), tb ? k : n, 0.0, c.data(), n);
+      std::vector<float> af(a.begin(), a.end()), bf(b.begin(), b.end()), cf(m * n);
+      K::gemm(ta, tb, m, n, k, 1.0f, af.data(), ta ? m : k, bf.data(), tb ? k : n, 0.0f, cf.data(), n);
+      for (std::size_t i = 0; i < m * n; ++i) {
+        REQUIRE(c[i] == Approx(ref[i]).epsilon(1e-12));
+        REQUIRE(cf[i] == Approx(ref[i]).epsilon(1e-5).margin(1e-5));
+      }
+    }
+}
+
+TEST_CASE("gemm: alpha and beta accumulate", "[backend][gemm]") {
+  std::vector<double> a{1, 2, 3, 4}, b{5, 6, 7, 8}, c{1, 1, 1, 1};
+  K::gemm(false, false, 2, 2, 2, 2.0, a.data(), 2, b.data(), 2, 1.0, c.data(), 2);
+  REQUIRE(c == std::vector<double>{39, 45, 87, 101});  // 2·AB + C
+}
+
+TEST_CASE("gemm: strided batches, small (threaded) and large", "[backend][gemm]") {
+  for (std::size_t size : {4u, 130u}) {
+    const std::size_t batch = 3, m = size, n = size / 2 + 1, k = size;
+    auto a = random_vector(batch * m * k, 3), b = random_vector(batch * k * n, 4);
+    std::vector<double> c(batch * m * n);
+    K::gemm_strided_batched(false, true, m, n, k, 1.0, a.data(), k, m * k, b.data(), k, n * k, 0.0, c.data(), n,
+                            m * n, batch);
+    for (std::size_t i = 0; i < batch; ++i) {
+      std::vector<double> ai(a.begin() + i * m * k, a.begin() + (i + 1) * m * k);
+      std::vector<double> bi(b.begin() + i * k * n, b.begin() + (i + 1) * k * n);
+      auto ref = naive_gemm(false, true, m, n, k, ai, bi);
+      for (std::size_t j = 0; j < m * n; ++j) REQUIRE(c[i * m * n + j] == Approx(ref[j]).epsilon(1e-10));
+    }
+  }
+}
+
+TEST_CASE("map: plain, row and column broadcasts, threaded sizes", "[backend][map]") {
+  for (std::size_t rows : {3u, 5000u}) {
+    const std::size_t cols = 17;
+    auto a = random_vector(rows * cols, 5), row = random_vector(cols, 6), col = random_vector(rows, 7);
+    std::vector<double> out(rows * cols), out_r(rows * cols), out_c(rows * cols);
+    K::map(rows * cols, out.data(), fn::mul{}, a.data(), a.data());
+    K::map_rows(rows, cols, out_r.data(), fn::sub{}, a.data(), row.data());
+    K::map_cols(rows, cols, out_c.data(), fn::add{}, a.data(), col.data());
+    for (std::size_t r = 0; r < rows; ++r)
+      for (std::size_t c = 0; c < cols; ++c) {
+        const std::size_t i = r * cols + c;
+        REQUIRE(out[i] == a[i] * a[i]);
+        REQUIRE(out_r[i] == a[i] - row[c]);
+        REQUIRE(out_c[i] == a[i] + col[r]);
+      }
+  }
+}
+
+TEST_CASE("reductions: rows, columns, argmax", "[backend][reduce]") {
+  const std::size_t rows = 4, cols = 6;
+  auto a = random_vector(rows * cols, 8);
+  std::vector<double> rs(rows), cs(cols), rmax(rows);
+  K::reduce_rows(rows, cols, a.data(), rs.data(), 0.0, fn::add{});
+  K::reduce_cols(rows, cols, a.data(), cs.data(), 0.0, fn::add{});
+  K::reduce_rows(rows, cols, a.data(), rmax.data(), -1e300, fn::max{});
+  std::vector<index_t> am(rows);
+  K::argmax_rows(rows, cols, a.data(), am.data());
+  for (std::size_t r = 0; r < rows; ++r) {
+    double s = 0;
+    for (std::size_t c = 0; c < cols; ++c) s += a[r * cols + c];
+    REQUIRE(rs[r] == Approx(s));
+    const auto* row = a.data() + r * cols;
+    REQUIRE(rmax[r] == *std::max_element(row, row + cols));
+    REQUIRE(am[r] == std::max_element(row, row + cols) - row);
+  }
+  for (std::size_t c = 0; c < cols; ++c) {
+    double s = 0;
+    for (std::size_t r = 0; r < rows; ++r) s += a[r * cols + c];
+    REQUIRE(cs[c] == Approx(s));
+  }
+  std::vector<double> tie{1, 3, 3};
+  index_t at = -1;
+  K::argmax_rows(1, 3, tie.data(), &at);
+  REQUIRE(at == 1);  // first of equal maxima
+}
+
+TEST_CASE("softmax rows: sums to one, stable for large inputs, log form", "[backend][softmax]") {
+  std::vector<double> x{1000, 1001, 1002, -5, 0, 5};
+  std::vector<double> y(6), ly(6);
+  K::softmax_rows(2, 3, x.data(), y.data());
+  K::log_softmax_rows(2, 3, x.data(), ly.data());
+  const double e = std::exp(1.0), z = 1 + e + e * e;
+  REQUIRE(y[0] == Approx(1 / z));
+  REQUIRE(y[2] == Approx(e * e / z));
+  for (std::size_t i = 0; i < 6; ++i) REQUIRE(std::exp(ly[i]) == Approx(y[i]));
+  REQUIRE(y[3] + y[4] + y[5] == Approx(1.0));
+}
+
+TEST_CASE("top-k rows: order and tie-breaking", "[backend][top_k]") {
+  // Ties: higher score first, then lower index.
+  std::vector<float> x{0.1f, 0.5f, 0.5f, 0.9f, 0.5f, /**/ 2, 2, 2, 2, 2};
+  std::vector<float> v(6);
+  std::vector<index_t> idx(6);
+  K::top_k_rows(2, 5, 3, x.data(), v.data(), idx.data());
+  REQUIRE(idx == std::vector<index_t>{3, 1, 2, 0, 1, 2});
+  REQUIRE(v == std::vector<float>{0.9f, 0.5f, 0.5f, 2, 2, 2});
+  // Against a full stable sort on random rows.
+  const std::size_t rows = 50, cols = 40, k = 7;
+  auto r = random_vector(rows * cols, 9);
+  std::vector<double> vals(rows * k);
+  std::vector<index_t> ids(rows * k);
+  K::top_k_rows(rows, cols, k, r.data(), vals.data(), ids.data());
+  for (std::size_t i = 0; i < rows; ++i) {
+    std::vector<index_t> order(cols);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](index_t a, index_t b) { return r[i * cols + a] > r[i * cols + b]; });
+    for (std::size_t j = 0; j < k; ++j) REQUIRE(ids[i * k + j] == order[j]);
+  }
+}
+
+TEST_CASE("gather and scatter-add rows", "[backend][gather]") {
+  std::vector<double> src{1, 2, 3, 4, 5, 6};  // (3, 2)
+  std::vector<index_t> idx{2, 0, 2};
+  std::vector<double> g(6);
+  K::gather_rows(3, 2, src.data(), idx.data(), g.data());
+  REQUIRE(g == std::vector<double>{5, 6, 1, 2, 5, 6});
+  std::vector<double> dst(6, 0.0), scale{1, 10, 100};
+  K::scatter_add_rows(3, 2, src.data(), idx.data(), dst.data(), scale.data());
+  REQUIRE(dst == std::vector<double>{30, 40, 0, 0, 501, 602});
+}
+
+TEST_CASE("sort pairs: stable, counting and general paths", "[backend][sort]") {
+  for (index_t span : {8, 1 << 20}) {  // small key range: counting sort; large: merge sort
+    const std::size_t n = 1000;
+    rng g(11);
+    std::vector<index_t> keys(n), vals(n), ko(n), vo(n);
+    for (std::size_t i = 0; i < n; ++i) keys[i] = static_cast<index_t>(g.next_u32() % static_cast<unsigned>(span)),
+                                        vals[i] = static_cast<index_t>(i);
+    K::sort_pairs(n, keys.data(), vals.data(), ko.data(), vo.data());
+    for (std::size_t i = 0; i < n; ++i) {
+      REQUIRE(keys[static_cast<std::size_t>(vo[i])] == ko[i]);  // pairs stay together
+      if (i) {
+        REQUIRE(ko[i - 1] <= ko[i]);
+        if (ko[i - 1] == ko[i]) REQUIRE(vo[i - 1] < vo[i]);  // stable
+      }
+    }
+  }
+}
+
+TEST_CASE("histogram and exclusive scan", "[backend][scan]") {
+  std::vector<index_t> keys{0, 2, 2, 3, -1, 7, 2};
+  std::vector<index_t> counts(4);
+  K::histogram(keys.size(), keys.data(), 4, counts.data());
+  REQUIRE(counts == std::vector<index_t>{1, 0, 3, 1});  // -1 and 7 are outside [0, 4)
+  std::vector<index_t> offsets(4);
+  K::exclusive_scan(4, counts.data(), offsets.data());
+  REQUIRE(offsets == std::vector<index_t>{0, 1, 1, 4});
+  K::exclusive_scan(4, counts.data(), counts.data());  // in place
+  REQUIRE(counts == offsets);
+}
+
+TEST_CASE("host pool: size classes and reuse", "[backend][pool]") {
+  using detail::host_pool;
+  REQUIRE(host_pool::class_bytes(1) == 64);
+  REQUIRE(host_pool::class_bytes(64) == 64);
+  for (std::size_t b : {65u, 100u, 1000u, 4097u, 1u << 20}) {
+    const std::size_t c = host_pool::class_bytes(b);
+    REQUIRE(c >= b);
+    REQUIRE(c < b + b / 4 + 64);  // under 25 % waste
+  }
+  auto& pool = host_pool::local();
+  void* p = pool.allocate(1000);
+  REQUIRE(reinterpret_cast<std::uintptr_t>(p) % 64 == 0);
+  pool.deallocate(p, 1000);
+  REQUIRE(pool.allocate(1000) == p);  // the freed block is served again
+  pool.deallocate(p, 1000);
+}
