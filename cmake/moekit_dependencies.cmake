@@ -1,0 +1,161 @@
+# moekit_dependencies.cmake — the one place where moekit's dependencies are
+# looked up. Used by the top-level CMakeLists.txt (build tree) and installed
+# next to moekitConfig.cmake (install tree), so both find them the same way.
+#
+#   moekit_find_dependencies(<ok_var> <message_var> [QUIET])
+#       BLAS (OpenBLAS preferred, any BLAS accepted with a warning; imported
+#       target BLAS::BLAS), cblas.h, OpenMP (OpenMP::OpenMP_CXX), zlib
+#       (ZLIB::ZLIB; the IDX reader reads .gz data sets).
+#       Sets <ok_var> to TRUE/FALSE and <message_var> to why it failed.
+#
+#   moekit_find_cuda_dependencies(<ok_var>)
+#       Optional: CUDAToolkit (CUDA::cudart, CUDA::cublas) and CCCL
+#       (CCCL::CCCL; Thrust, CUB, libcu++ as shipped with the toolkit).
+#       Sets <ok_var> to TRUE only when all of them are available, and then
+#       also CUDAToolkit_{FOUND,VERSION,BIN_DIR,INCLUDE_DIRS,LIBRARY_DIR,
+#       LIBRARY_ROOT,NVCC_EXECUTABLE} in the caller's scope.
+#
+# Both are functions: result variables of the Find modules stay local, the
+# imported targets they create are directory-scoped and stay visible.
+
+include_guard(GLOBAL)
+
+function(moekit_find_dependencies ok_var message_var)
+  cmake_parse_arguments(PARSE_ARGV 2 arg "QUIET" "" "")
+  set(${ok_var} FALSE PARENT_SCOPE)
+
+  # --- BLAS -----------------------------------------------------------------
+  if(NOT TARGET BLAS::BLAS)
+    if(DEFINED BLA_VENDOR AND NOT BLA_VENDOR STREQUAL "")
+      # The user picked a vendor: respect it and do not second-guess.
+      find_package(BLAS QUIET)
+    else()
+      set(BLA_VENDOR OpenBLAS)
+      find_package(BLAS QUIET)
+      if(NOT BLAS_FOUND)
+        unset(BLA_VENDOR)
+        find_package(BLAS QUIET)
+        if(BLAS_FOUND AND NOT arg_QUIET)
+          message(WARNING
+            "moekit: OpenBLAS was not found; using another BLAS "
+            "(${BLAS_LIBRARIES}). CPU matrix products may be much slower. "
+            "On Debian/Ubuntu: apt-get install libopenblas-dev")
+        endif()
+      endif()
+    endif()
+    if(NOT TARGET BLAS::BLAS)
+      set(${message_var} "moekit needs a BLAS library with the CBLAS interface \
+(OpenBLAS preferred). On Debian/Ubuntu: apt-get install libopenblas-dev"
+        PARENT_SCOPE)
+      return()
+    endif()
+  endif()
+
+  # --- cblas.h ---------------------------------------------------------------
+  get_property(languages GLOBAL PROPERTY ENABLED_LANGUAGES)
+  if(NOT DEFINED MOEKIT_HAVE_CBLAS_H OR NOT MOEKIT_HAVE_CBLAS_H)
+    # Keep the caller's check settings out of this check.
+    set(CMAKE_REQUIRED_FLAGS "")
+    set(CMAKE_REQUIRED_DEFINITIONS "")
+    set(CMAKE_REQUIRED_INCLUDES "")
+    set(CMAKE_REQUIRED_LIBRARIES "")
+    set(CMAKE_REQUIRED_LINK_OPTIONS "")
+    set(CMAKE_REQUIRED_QUIET ${arg_QUIET})
+    if("CXX" IN_LIST languages)
+      include(CheckIncludeFileCXX)
+      check_include_file_cxx(cblas.h MOEKIT_HAVE_CBLAS_H)
+    elseif("C" IN_LIST languages)
+      include(CheckIncludeFile)
+      check_include_file(cblas.h MOEKIT_HAVE_CBLAS_H)
+    else()
+      set(MOEKIT_HAVE_CBLAS_H TRUE) # no compiler to ask; trust BLAS::BLAS
+    endif()
+    if(NOT MOEKIT_HAVE_CBLAS_H)
+      # Forget the failure so that a re-run after installing the package
+      # checks again instead of reading the cached result.
+      unset(MOEKIT_HAVE_CBLAS_H CACHE)
+      set(${message_var} "moekit: cblas.h was not found. On Debian/Ubuntu: \
+apt-get install libopenblas-dev"
+        PARENT_SCOPE)
+      return()
+    endif()
+  endif()
+
+  # --- OpenMP ----------------------------------------------------------------
+  if(NOT TARGET OpenMP::OpenMP_CXX)
+    find_package(OpenMP QUIET COMPONENTS CXX)
+    if(NOT TARGET OpenMP::OpenMP_CXX)
+      set(${message_var} "moekit needs OpenMP for C++ (OpenMP::OpenMP_CXX); \
+with g++ it comes with the compiler (libgomp)"
+        PARENT_SCOPE)
+      return()
+    endif()
+  endif()
+
+  # --- zlib ------------------------------------------------------------------
+  if(NOT TARGET ZLIB::ZLIB)
+    find_package(ZLIB QUIET)
+    if(NOT TARGET ZLIB::ZLIB)
+      set(${message_var} "moekit needs zlib (ZLIB::ZLIB) to read gzipped data \
+sets. On Debian/Ubuntu: apt-get install zlib1g-dev"
+        PARENT_SCOPE)
+      return()
+    endif()
+  endif()
+
+  set(${message_var} "" PARENT_SCOPE)
+  set(${ok_var} TRUE PARENT_SCOPE)
+endfunction()
+
+function(moekit_find_cuda_dependencies ok_var)
+  set(${ok_var} FALSE PARENT_SCOPE)
+
+  if(NOT TARGET CUDA::cudart OR NOT TARGET CUDA::cublas)
+    find_package(CUDAToolkit QUIET)
+    if(NOT CUDAToolkit_FOUND OR NOT TARGET CUDA::cudart
+       OR NOT TARGET CUDA::cublas)
+      return()
+    endif()
+  endif()
+  if(NOT DEFINED CUDAToolkit_LIBRARY_DIR)
+    # The targets came from an earlier lookup in another scope; ask again
+    # (cheap, cached) for the directories.
+    find_package(CUDAToolkit QUIET)
+  endif()
+
+  if(NOT TARGET CCCL::CCCL)
+    # CCCL (Thrust, CUB, libcu++) ships with the toolkit and has a package
+    # config under <toolkit>/lib64/cmake/cccl.
+    find_package(CCCL CONFIG QUIET
+      HINTS "${CUDAToolkit_LIBRARY_DIR}/cmake"
+            "${CUDAToolkit_LIBRARY_ROOT}/lib64/cmake"
+            "${CUDAToolkit_LIBRARY_ROOT}/lib/cmake")
+  endif()
+  if(NOT TARGET CCCL::CCCL)
+    # Fallback: the headers are in the toolkit, in include/cccl since
+    # CUDA 13 and directly in include before.
+    set(cccl_include "")
+    foreach(dir IN LISTS CUDAToolkit_INCLUDE_DIRS)
+      if(EXISTS "${dir}/cccl/cub/cub.cuh")
+        set(cccl_include "${dir}/cccl")
+        break()
+      elseif(EXISTS "${dir}/cub/cub.cuh")
+        set(cccl_include "${dir}")
+        break()
+      endif()
+    endforeach()
+    if(cccl_include STREQUAL "")
+      return()
+    endif()
+    add_library(CCCL::CCCL INTERFACE IMPORTED)
+    set_target_properties(CCCL::CCCL PROPERTIES
+      INTERFACE_INCLUDE_DIRECTORIES "${cccl_include}")
+  endif()
+
+  # Hand the toolkit's description to the caller.
+  foreach(var IN ITEMS FOUND VERSION BIN_DIR INCLUDE_DIRS LIBRARY_DIR
+                       LIBRARY_ROOT NVCC_EXECUTABLE)
+    set(CUDAToolkit_${var} "${CUDAToolkit_${var}}" PARENT_SCOPE)
+  endforeach()
+  set(${ok_var} TRUE PARENT_SCOPE)
+endfunction()
