@@ -71,9 +71,9 @@ TEST_CASE("gradcheck: matmul in every transpose form", "[gradcheck][matmul]") {
   auto at = randn(g, shape<3, dyn>{4});    // (3, 4) read as (4, 3)
   auto bt = randn(g, shape<5, 3>{});       // (5, 3) read as (3, 5)
   CHECK_GRADS([](auto x, auto y) { return matmul(x, y); }, a, b);
-  CHECK_GRADS([](auto x, auto y) { return matmul<transpose::a>(x, y); }, at, b);
-  CHECK_GRADS([](auto x, auto y) { return matmul<transpose::b>(x, y); }, a, bt);
-  CHECK_GRADS([](auto x, auto y) { return matmul<transpose::both>(x, y); }, at, bt);
+  CHECK_GRADS([](auto x, auto y) { return matmul<trans::a>(x, y); }, at, b);
+  CHECK_GRADS([](auto x, auto y) { return matmul<trans::b>(x, y); }, a, bt);
+  CHECK_GRADS([](auto x, auto y) { return matmul<trans::both>(x, y); }, at, bt);
 }
 
 TEST_CASE("gradcheck: batched matmul in every transpose form", "[gradcheck][matmul]") {
@@ -83,9 +83,9 @@ TEST_CASE("gradcheck: batched matmul in every transpose form", "[gradcheck][matm
   auto at = randn(g, shape<2, 2, 3>{});     // read as (2, 3, 2)
   auto bt = randn(g, shape<dyn, 4, 2>{2});  // read as (2, 2, 4)
   CHECK_GRADS([](auto x, auto y) { return bmm(x, y); }, a, b);
-  CHECK_GRADS([](auto x, auto y) { return bmm<transpose::a>(x, y); }, at, b);
-  CHECK_GRADS([](auto x, auto y) { return bmm<transpose::b>(x, y); }, a, bt);
-  CHECK_GRADS([](auto x, auto y) { return bmm<transpose::both>(x, y); }, at, bt);
+  CHECK_GRADS([](auto x, auto y) { return bmm<trans::a>(x, y); }, at, b);
+  CHECK_GRADS([](auto x, auto y) { return bmm<trans::b>(x, y); }, a, bt);
+  CHECK_GRADS([](auto x, auto y) { return bmm<trans::both>(x, y); }, at, bt);
 }
 
 TEST_CASE("gradcheck: activations", "[gradcheck][activation]") {

@@ -112,9 +112,9 @@ TEST_CASE("tensor: matmul and bmm", "[tensor]") {
   STATIC_REQUIRE(std::is_same_v<decltype(c), tensor<double, shape<2, 2>>>);
   REQUIRE(c(0, 0) == 58);
   REQUIRE(c(1, 1) == 154);
-  auto ct = matmul<transpose::both>(b, a);  // bᵀ aᵀ = (a b)ᵀ
+  auto ct = matmul<trans::both>(b, a);  // bᵀ aᵀ = (a b)ᵀ
   REQUIRE(ct(0, 1) == c(1, 0));
-  auto ab = matmul<transpose::a>(a, a);  // aᵀ a: (3, 3)
+  auto ab = matmul<trans::a>(a, a);  // aᵀ a: (3, 3)
   REQUIRE(ab(2, 2) == 9 + 36);
   auto batch = bmm(a.reshape(shape<1, 2, 3>{}), b.reshape(shape<1, 3, 2>{}));
   REQUIRE(batch(0, 1, 0) == 139);

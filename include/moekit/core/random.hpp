@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <numbers>
 
+#include "host_device.hpp"
+
 namespace moekit {
 
 /// Philox-4x32-10 (Salmon et al., SC'11): 4 x 32-bit outputs per 128-bit counter.
@@ -19,7 +21,7 @@ struct philox4x32 {
   using key_type = std::array<std::uint32_t, 2>;
 
   /// The generator itself: 10 rounds over a 128-bit counter with a 64-bit key.
-  static constexpr counter_type rounds(counter_type c, key_type k) noexcept {
+  MOEKIT_HOST_DEVICE static constexpr counter_type rounds(counter_type c, key_type k) noexcept {
     for (int round = 0; round < 10; ++round) {
       const std::uint64_t p0 = std::uint64_t{m0} * c[0], p1 = std::uint64_t{m1} * c[2];
       c = {static_cast<std::uint32_t>(p1 >> 32) ^ c[1] ^ k[0], static_cast<std::uint32_t>(p1),
@@ -31,23 +33,23 @@ struct philox4x32 {
   }
 
   /// Block `counter` of the stream keyed by `seed`.
-  static constexpr counter_type block(std::uint64_t seed, std::uint64_t counter) noexcept {
+  MOEKIT_HOST_DEVICE static constexpr counter_type block(std::uint64_t seed, std::uint64_t counter) noexcept {
     return rounds({static_cast<std::uint32_t>(counter), static_cast<std::uint32_t>(counter >> 32), 0u, 0u},
                   {static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32)});
   }
 
   /// The 32-bit word at position `index` of the stream.
-  static constexpr std::uint32_t word(std::uint64_t seed, std::uint64_t index) noexcept {
+  MOEKIT_HOST_DEVICE static constexpr std::uint32_t word(std::uint64_t seed, std::uint64_t index) noexcept {
     return block(seed, index / 4)[index % 4];
   }
 };
 
 /// Uniform float in (0, 1] from 32 random bits (never 0, so log() is safe).
-constexpr float to_unit_float(std::uint32_t bits) noexcept {
+MOEKIT_HOST_DEVICE constexpr float to_unit_float(std::uint32_t bits) noexcept {
   return (static_cast<float>(bits >> 8) + 1.0f) * (1.0f / 16777216.0f);
 }
 /// Uniform double in (0, 1] from 32 random bits.
-constexpr double to_unit_double(std::uint32_t bits) noexcept {
+MOEKIT_HOST_DEVICE constexpr double to_unit_double(std::uint32_t bits) noexcept {
   return (static_cast<double>(bits) + 1.0) * (1.0 / 4294967296.0);
 }
 
@@ -69,7 +71,7 @@ class rng {
 
   /// The i-th uniform in (0, 1] at `offset`; pure, usable from any thread.
   template <class T>
-  static constexpr T uniform_at(std::uint64_t seed, std::uint64_t index) noexcept {
+  MOEKIT_HOST_DEVICE static constexpr T uniform_at(std::uint64_t seed, std::uint64_t index) noexcept {
     const std::uint32_t w = philox4x32::word(seed, index);
     if constexpr (sizeof(T) == 8) return static_cast<T>(to_unit_double(w));
     else return static_cast<T>(to_unit_float(w));
@@ -77,7 +79,7 @@ class rng {
 
   /// Standard normal by Box-Muller from the word pair (2i, 2i+1) after `index0`.
   template <class T>
-  static T normal_at(std::uint64_t seed, std::uint64_t index0, std::uint64_t i) noexcept {
+  MOEKIT_HOST_DEVICE static T normal_at(std::uint64_t seed, std::uint64_t index0, std::uint64_t i) noexcept {
     const double u1 = to_unit_double(philox4x32::word(seed, index0 + 2 * i));
     const double u2 = to_unit_double(philox4x32::word(seed, index0 + 2 * i + 1));
     return static_cast<T>(std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * std::numbers::pi * u2));

@@ -10,9 +10,9 @@ namespace moekit {
 
 namespace detail {
 /// dA and dB of C = op(A) op(B), for the product function `prod` (matmul or bmm).
-template <transpose Tr, class Prod, class VA, class VB, class DY>
+template <trans Tr, class Prod, class VA, class VB, class DY>
 void product_backward(Prod prod, const VA& a, const VB& b, const DY& dy) {
-  constexpr auto N = transpose::none, TA = transpose::a, TB = transpose::b, TT = transpose::both;
+  constexpr auto N = trans::none, TA = trans::a, TB = trans::b, TT = trans::both;
   if (a.requires_grad()) {
     if constexpr (Tr == N) a.accumulate(prod.template operator()<TB>(dy, b.value()));        // dC·Bᵀ
     else if constexpr (Tr == TB) a.accumulate(prod.template operator()<N>(dy, b.value()));   // dC·B
@@ -27,17 +27,17 @@ void product_backward(Prod prod, const VA& a, const VB& b, const DY& dy) {
   }
 }
 struct matmul_fn {
-  template <transpose Tr, class X, class Y>
+  template <trans Tr, class X, class Y>
   auto operator()(const X& x, const Y& y) const { return matmul<Tr>(x, y); }
 };
 struct bmm_fn {
-  template <transpose Tr, class X, class Y>
+  template <trans Tr, class X, class Y>
   auto operator()(const X& x, const Y& y) const { return bmm<Tr>(x, y); }
 };
 }  // namespace detail
 
 /// (M, K) x (K, N) -> (M, N), differentiable in both operands.
-template <transpose Tr = transpose::none, class T, class SA, class SB, class B>
+template <trans Tr = trans::none, class T, class SA, class SB, class B>
 auto matmul(const var<T, SA, B>& a, const var<T, SB, B>& b) {
   return record("matmul", matmul<Tr>(a.value(), b.value()), [a, b](const auto& dy) {
     detail::product_backward<Tr>(detail::matmul_fn{}, a, b, dy);
@@ -45,7 +45,7 @@ auto matmul(const var<T, SA, B>& a, const var<T, SB, B>& b) {
 }
 
 /// (batch, M, K) x (batch, K, N) -> (batch, M, N), differentiable in both operands.
-template <transpose Tr = transpose::none, class T, class SA, class SB, class B>
+template <trans Tr = trans::none, class T, class SA, class SB, class B>
 auto bmm(const var<T, SA, B>& a, const var<T, SB, B>& b) {
   return record("bmm", bmm<Tr>(a.value(), b.value()), [a, b](const auto& dy) {
     detail::product_backward<Tr>(detail::bmm_fn{}, a, b, dy);

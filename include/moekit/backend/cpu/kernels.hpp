@@ -3,16 +3,19 @@
 #pragma once
 
 #include "../backend.hpp"
+#include "copy.hpp"
 #include "cpu.hpp"
 #include "gather.hpp"
 #include "gemm.hpp"
 #include "histogram.hpp"
 #include "map.hpp"
+#include "norm.hpp"
 #include "reduce.hpp"
 #include "scan.hpp"
 #include "softmax.hpp"
 #include "sort.hpp"
 #include "top_k.hpp"
+#include "transpose.hpp"
 
 namespace moekit {
 
@@ -21,10 +24,13 @@ struct kernels<cpu> : detail::cpu_gemm,
                       detail::cpu_map,
                       detail::cpu_reduce,
                       detail::cpu_softmax,
+                      detail::cpu_norm,
                       detail::cpu_top_k,
                       detail::cpu_gather,
                       detail::cpu_sort,
                       detail::cpu_histogram,
-                      detail::cpu_scan {};
+                      detail::cpu_scan,
+                      detail::cpu_copy,
+                      detail::cpu_transpose {};
 
 }  // namespace moekit

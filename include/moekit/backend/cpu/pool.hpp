@@ -4,6 +4,7 @@
 // makes small-tensor ops cheap.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <bit>
 #include <cstddef>
@@ -23,12 +24,12 @@ class host_pool {
     return pool;
   }
 
-  /// Rounds `bytes` up to its size class: 64 B minimum, then 4 classes per
-  /// power of two so the waste stays under 25 %.
+  /// Rounds `bytes` up to its size class: a multiple of 64 B (aligned_alloc
+  /// needs a multiple of the alignment), 4 classes per power of two from 256 B
+  /// on, so the waste stays under 25 % there.
   static constexpr std::size_t class_bytes(std::size_t bytes) noexcept {
     if (bytes <= alignment) return alignment;
-    const std::size_t p = std::bit_floor(bytes - 1);
-    const std::size_t step = p >= 4 ? p / 4 : 1;
+    const std::size_t step = std::max(alignment, std::bit_floor(bytes - 1) / 4);
     return (bytes + step - 1) / step * step;
   }
 

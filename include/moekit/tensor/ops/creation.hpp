@@ -49,13 +49,13 @@ template <class T>
 struct uniform_draw {
   std::uint64_t seed, offset;
   T lo, hi;
-  T operator()(std::size_t i) const { return lo + (hi - lo) * rng::uniform_at<T>(seed, offset + i); }
+  MOEKIT_HOST_DEVICE T operator()(std::size_t i) const { return lo + (hi - lo) * rng::uniform_at<T>(seed, offset + i); }
 };
 template <class T>
 struct normal_draw {
   std::uint64_t seed, offset;
   T mean, stddev;
-  T operator()(std::size_t i) const { return mean + stddev * rng::normal_at<T>(seed, offset, i); }
+  MOEKIT_HOST_DEVICE T operator()(std::size_t i) const { return mean + stddev * rng::normal_at<T>(seed, offset, i); }
 };
 }  // namespace fn
 

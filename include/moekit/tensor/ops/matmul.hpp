@@ -11,14 +11,14 @@
 namespace moekit {
 
 /// Which operands of a product are read transposed.
-enum class transpose { none, a, b, both };
+enum class trans { none, a, b, both };
 
 namespace detail {
-constexpr bool trans_a(transpose t) noexcept { return t == transpose::a || t == transpose::both; }
-constexpr bool trans_b(transpose t) noexcept { return t == transpose::b || t == transpose::both; }
+constexpr bool trans_a(trans t) noexcept { return t == trans::a || t == trans::both; }
+constexpr bool trans_b(trans t) noexcept { return t == trans::b || t == trans::both; }
 
 /// Extents (rows, inner) of op(A) and (inner, cols) of op(B) for the last two axes.
-template <transpose Tr, class SA, class SB>
+template <trans Tr, class SA, class SB>
 struct product_dims {
   static constexpr std::size_t ra = SA::rank(), rb = SB::rank();
   static constexpr std::size_t m = trans_a(Tr) ? ra - 1 : ra - 2, ka = trans_a(Tr) ? ra - 2 : ra - 1;
@@ -36,7 +36,7 @@ struct product_dims {
 
 /// (M, K) x (K, N) -> (M, N); `Tr` reads A and/or B transposed (their stored
 /// shapes are then (K, M) and (N, K)).
-template <transpose Tr = transpose::none, class T, class SA, class SB, class B>
+template <trans Tr = trans::none, class T, class SA, class SB, class B>
 auto matmul(const tensor<T, SA, B>& a, const tensor<T, SB, B>& b) {
   static_assert(ranks_match<SA::rank(), 2>::value && ranks_match<SB::rank(), 2>::value,
                 "matmul: operands must have rank 2 (use bmm for batches)");
@@ -51,7 +51,7 @@ auto matmul(const tensor<T, SA, B>& a, const tensor<T, SB, B>& b) {
 }
 
 /// Batched: (batch, M, K) x (batch, K, N) -> (batch, M, N).
-template <transpose Tr = transpose::none, class T, class SA, class SB, class B>
+template <trans Tr = trans::none, class T, class SA, class SB, class B>
 auto bmm(const tensor<T, SA, B>& a, const tensor<T, SB, B>& b) {
   static_assert(ranks_match<SA::rank(), 3>::value && ranks_match<SB::rank(), 3>::value,
                 "bmm: operands must have rank 3");
