@@ -7,6 +7,7 @@
 #       CUDA: the same for the host compiler through -Xcompiler, without
 #             -Wpedantic (nvcc's generated host code uses GNU line markers,
 #             which -Wpedantic reports in every translation unit)
+#       MOEKIT_NATIVE: -march=native (CXX; CUDA host code through -Xcompiler).
 #       MOEKIT_SANITIZE: -fsanitize=address,undefined -fno-omit-frame-pointer
 #             -fno-sanitize-recover=all for compiling and linking.
 
@@ -33,6 +34,12 @@ function(moekit_target_warnings target)
   elseif(MSVC)
     target_compile_options(${target} ${scope}
       "$<$<COMPILE_LANGUAGE:CXX>:/W4;$<$<BOOL:${MOEKIT_WERROR}>:/WX>>")
+  endif()
+
+  if(MOEKIT_NATIVE AND CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
+    target_compile_options(${target} ${scope}
+      "$<$<COMPILE_LANGUAGE:CXX>:-march=native>"
+      "$<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-march=native>")
   endif()
 
   if(MOEKIT_SANITIZE)

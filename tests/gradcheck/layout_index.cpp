@@ -15,56 +15,48 @@
 #include <moekit/autograd/ops/top_k.hpp>
 #include <moekit/autograd/parameter.hpp>
 
+#include "check.hpp"
+
 using namespace moekit;
+using namespace moekit::testing;
 
 namespace {
-template <class S>
-tensor<double, S> randn(rng& g, const S& s) {
-  return normal<double>(g, s);
-}
 template <class S>
 tensor<index_t, S> indices(const S& s, std::initializer_list<index_t> v) {
   return from_values<index_t>(s, v);
 }
-#define CHECK_GRADS(...)                    \
-  do {                                      \
-    auto r_ = check_gradients(__VA_ARGS__); \
-    INFO(r_.message);                       \
-    REQUIRE(r_.ok);                         \
-    REQUIRE(r_.checked > 0);                \
-  } while (0)
 }  // namespace
 
 TEST_CASE("gradcheck: transpose", "[gradcheck][transpose]") {
   rng g(21);
-  CHECK_GRADS([](auto x) { return transpose(x); }, randn(g, shape<3, 5>{}));
-  CHECK_GRADS([](auto x) { return transpose(x); }, randn(g, shape<dyn, dyn>{4, 2}));
-  CHECK_GRADS([](auto x) { return transpose(x); }, randn(g, shape<dyn, 2, 3>{2}));
+  REQUIRE_GRADIENTS([](auto x) { return transpose(x); }, randn(g, shape<3, 5>{}));
+  REQUIRE_GRADIENTS([](auto x) { return transpose(x); }, randn(g, shape<dyn, dyn>{4, 2}));
+  REQUIRE_GRADIENTS([](auto x) { return transpose(x); }, randn(g, shape<dyn, 2, 3>{2}));
   // Through a nonlinear use, so the gradient's layout matters.
-  CHECK_GRADS([](auto x) { return transpose(x) * transpose(x * x); }, randn(g, shape<dyn, 3>{4}));
+  REQUIRE_GRADIENTS([](auto x) { return transpose(x) * transpose(x * x); }, randn(g, shape<dyn, 3>{4}));
 }
 
 TEST_CASE("gradcheck: reshape", "[gradcheck][reshape]") {
   rng g(22);
   auto x = randn(g, shape<2, 6>{});
-  CHECK_GRADS([](auto v) { return reshape<shape<3, 4>>(v) * reshape<shape<3, 4>>(v); }, x);
-  CHECK_GRADS([](auto v) { return reshape(v, shape<dyn, 2, 2>{3}) * 2.0; }, randn(g, shape<dyn, 4>{3}));
+  REQUIRE_GRADIENTS([](auto v) { return reshape<shape<3, 4>>(v) * reshape<shape<3, 4>>(v); }, x);
+  REQUIRE_GRADIENTS([](auto v) { return reshape(v, shape<dyn, 2, 2>{3}) * 2.0; }, randn(g, shape<dyn, 4>{3}));
 }
 
 TEST_CASE("gradcheck: concat of two vars", "[gradcheck][concat]") {
   rng g(23);
   auto a = randn(g, shape<2, 3>{});
   auto b = randn(g, shape<dyn, 3>{4});
-  CHECK_GRADS([](auto x, auto y) { return concat<0>(x, y); }, a, b);
+  REQUIRE_GRADIENTS([](auto x, auto y) { return concat<0>(x, y); }, a, b);
   auto c = randn(g, shape<2, dyn>{2});
-  CHECK_GRADS([](auto x, auto y) {
+  REQUIRE_GRADIENTS([](auto x, auto y) {
     auto z = concat<1>(x, y);
     return z * z;
   }, a, c);
-  CHECK_GRADS([](auto x) { return concat<0>(x, x * 3.0); }, a);  // one input on both sides
+  REQUIRE_GRADIENTS([](auto x) { return concat<0>(x, x * 3.0); }, a);  // one input on both sides
   auto d = randn(g, shape<2, dyn, 3>{2});
   auto e = randn(g, shape<2, 1, 3>{});
-  CHECK_GRADS([](auto x, auto y) { return concat<1>(x, y); }, d, e);
+  REQUIRE_GRADIENTS([](auto x, auto y) { return concat<1>(x, y); }, d, e);
 }
 
 TEST_CASE("gradcheck: concat of a list of vars", "[gradcheck][concat]") {
@@ -72,12 +64,12 @@ TEST_CASE("gradcheck: concat of a list of vars", "[gradcheck][concat]") {
   auto a = randn(g, shape<dyn, 2>{1});
   auto b = randn(g, shape<dyn, 2>{3});
   auto c = randn(g, shape<dyn, 2>{2});
-  CHECK_GRADS([](auto x, auto y, auto z) {
+  REQUIRE_GRADIENTS([](auto x, auto y, auto z) {
     std::vector parts{x, y * y, z};
     return concat<0>(parts);
   }, a, b, c);
   // A constant first part: the op is still recorded, through the later part.
-  CHECK_GRADS([&](auto y) {
+  REQUIRE_GRADIENTS([&](auto y) {
     std::vector parts{var<double, shape<dyn, 2>>(a, nullptr, nullptr), y};
     return concat<0>(parts) * 2.0;
   }, b);
@@ -86,23 +78,23 @@ TEST_CASE("gradcheck: concat of a list of vars", "[gradcheck][concat]") {
 TEST_CASE("gradcheck: split", "[gradcheck][split]") {
   rng g(25);
   SECTION("both pieces used, equal widths") {
-    CHECK_GRADS([](auto x) {
+    REQUIRE_GRADIENTS([](auto x) {
       auto p = split<1>(x, {2, 2});
       return p[0] * p[1] + p[0];
     }, randn(g, shape<3, 4>{}));
   }
   SECTION("both pieces used, unequal sizes") {
-    CHECK_GRADS([](auto x) {
+    REQUIRE_GRADIENTS([](auto x) {
       auto p = split<0>(x, {2, 3});
       return sum<0>(p[0]) * sum<0>(p[1] * p[1]);
     }, randn(g, shape<dyn, 3>{5}));
   }
   SECTION("only one piece used: the other's slice gets zeros") {
-    CHECK_GRADS([](auto x) { return split<0>(x, {2, 3})[1] * 2.0; }, randn(g, shape<5, 2>{}));
-    CHECK_GRADS([](auto x) { return split<1>(x, {1, 2, 1})[1]; }, randn(g, shape<dyn, dyn>{2, 4}));
+    REQUIRE_GRADIENTS([](auto x) { return split<0>(x, {2, 3})[1] * 2.0; }, randn(g, shape<5, 2>{}));
+    REQUIRE_GRADIENTS([](auto x) { return split<1>(x, {1, 2, 1})[1]; }, randn(g, shape<dyn, dyn>{2, 4}));
   }
   SECTION("rank 3, a piece used twice") {
-    CHECK_GRADS([](auto x) {
+    REQUIRE_GRADIENTS([](auto x) {
       auto p = split<1>(x, {1, 2});
       return p[1] * p[1] + concat<1>(p[0], p[0]);
     }, randn(g, shape<2, 3, 2>{}));
@@ -125,20 +117,20 @@ TEST_CASE("split: a piece without gradient leaves zeros in its slice", "[autogra
 TEST_CASE("gradcheck: gather_rows / index_select with repeated indices", "[gradcheck][gather]") {
   rng g(27);
   auto idx = indices(shape<dyn>{6}, {2, 0, 2, 2, 3, 0});  // row 1 never picked
-  CHECK_GRADS([&](auto x) { return gather_rows(x, idx); }, randn(g, shape<4, 3>{}));
-  CHECK_GRADS([&](auto x) {
+  REQUIRE_GRADIENTS([&](auto x) { return gather_rows(x, idx); }, randn(g, shape<4, 3>{}));
+  REQUIRE_GRADIENTS([&](auto x) {
     auto y = index_select(x, idx);
     return y * y;
   }, randn(g, shape<dyn, 2>{4}));
   auto idx_static = indices(shape<3>{}, {1, 1, 0});
-  CHECK_GRADS([&](auto x) { return gather_rows(x, idx_static); }, randn(g, shape<dyn, 2, 2>{2}));
+  REQUIRE_GRADIENTS([&](auto x) { return gather_rows(x, idx_static); }, randn(g, shape<dyn, 2, 2>{2}));
 }
 
 TEST_CASE("gradcheck: scatter_add_rows", "[gradcheck][scatter]") {
   rng g(28);
   auto idx = indices(shape<dyn>{5}, {1, 3, 1, 0, 1});
-  CHECK_GRADS([&](auto src) { return scatter_add_rows(src, idx, 4); }, randn(g, shape<dyn, 3>{5}));
-  CHECK_GRADS([&](auto src) {
+  REQUIRE_GRADIENTS([&](auto src) { return scatter_add_rows(src, idx, 4); }, randn(g, shape<dyn, 3>{5}));
+  REQUIRE_GRADIENTS([&](auto src) {
     auto y = scatter_add_rows(src, idx, 6);
     return y * y;
   }, randn(g, shape<5, 2>{}));
@@ -147,8 +139,8 @@ TEST_CASE("gradcheck: scatter_add_rows", "[gradcheck][scatter]") {
 TEST_CASE("gradcheck: embedding", "[gradcheck][embedding]") {
   rng g(29);
   auto ids = indices(shape<dyn>{5}, {4, 1, 4, 0, 4});
-  CHECK_GRADS([&](auto table) { return embedding(table, ids); }, randn(g, shape<5, 3>{}));
-  CHECK_GRADS([&](auto table) {
+  REQUIRE_GRADIENTS([&](auto table) { return embedding(table, ids); }, randn(g, shape<5, 3>{}));
+  REQUIRE_GRADIENTS([&](auto table) {
     auto e = embedding(table, ids);
     return e * e;
   }, randn(g, shape<dyn, dyn>{6, 2}));
@@ -172,12 +164,12 @@ TEST_CASE("embedding: a parameter table accumulates scattered gradients", "[auto
 
 TEST_CASE("gradcheck: top_k values", "[gradcheck][top_k]") {
   rng g(30);  // continuous random draws: no ties, so the selection is stable under eps
-  CHECK_GRADS([](auto x) { return top_k(x, 2).values; }, randn(g, shape<dyn, 5>{4}));
-  CHECK_GRADS([](auto x) {
+  REQUIRE_GRADIENTS([](auto x) { return top_k(x, 2).values; }, randn(g, shape<dyn, 5>{4}));
+  REQUIRE_GRADIENTS([](auto x) {
     auto v = top_k<3>(x).values;
     return v * v;
   }, randn(g, shape<3, 6>{}));
-  CHECK_GRADS([](auto x) { return top_k(x, 4).values; }, randn(g, shape<dyn, dyn>{2, 4}));  // k = cols
+  REQUIRE_GRADIENTS([](auto x) { return top_k(x, 4).values; }, randn(g, shape<dyn, dyn>{2, 4}));  // k = cols
 }
 
 TEST_CASE("top_k: gradient lands only on the selected entries", "[autograd][top_k]") {

@@ -7,17 +7,11 @@
 #include <moekit.hpp>
 #include <moekit/autograd/ops/loss.hpp>
 
+#include "check.hpp"
+
 using namespace moekit;
 
 namespace {
-
-#define CHECK_LOSS_GRADS(...)                     \
-  do {                                            \
-    auto r_ = check_gradients(__VA_ARGS__);       \
-    INFO(r_.message);                             \
-    REQUIRE(r_.ok);                               \
-    REQUIRE(r_.checked > 0);                      \
-  } while (0)
 
 /// Runs f.template operator()<R>() for every reduction.
 template <class F>
@@ -52,12 +46,12 @@ TEST_CASE("gradcheck: cross_entropy with labels", "[gradcheck][loss]") {
   for_each_reduction([&]<reduction R>() {
     for (double eps : {0.0, 0.15}) {
       INFO("label_smoothing " << eps);
-      CHECK_LOSS_GRADS([&](auto l) { return cross_entropy<R>(l, y, {.label_smoothing = eps}); }, x);
+      REQUIRE_GRADIENTS([&](auto l) { return cross_entropy<R>(l, y, {.label_smoothing = eps}); }, x);
     }
     // A custom ignore_index, and every row ignored (the gradient is zero).
-    CHECK_LOSS_GRADS([&](auto l) { return cross_entropy<R>(l, labels_of({0, 2, 1, 2, 4, 3}), {.ignore_index = 2}); },
+    REQUIRE_GRADIENTS([&](auto l) { return cross_entropy<R>(l, labels_of({0, 2, 1, 2, 4, 3}), {.ignore_index = 2}); },
                      x);
-    CHECK_LOSS_GRADS([&](auto l) { return cross_entropy<R>(l, labels_of({-100, -100, -100, -100, -100, -100}),
+    REQUIRE_GRADIENTS([&](auto l) { return cross_entropy<R>(l, labels_of({-100, -100, -100, -100, -100, -100}),
                                                            {.label_smoothing = 0.1}); }, x);
   });
 }
@@ -67,7 +61,7 @@ TEST_CASE("gradcheck: cross_entropy with static shapes", "[gradcheck][loss]") {
   auto x = normal<double>(g, shape<3, 4>{}, 0.0, 2.0);
   auto y = from_values<index_t>(shape<3>{}, {3, 0, 1});
   for_each_reduction([&]<reduction R>() {
-    CHECK_LOSS_GRADS([&](auto l) { return cross_entropy<R>(l, y, {.label_smoothing = 0.3}); }, x);
+    REQUIRE_GRADIENTS([&](auto l) { return cross_entropy<R>(l, y, {.label_smoothing = 0.3}); }, x);
   });
 }
 
@@ -79,7 +73,7 @@ TEST_CASE("gradcheck: cross_entropy_mix", "[gradcheck][loss]") {
   for_each_reduction([&]<reduction R>() {
     for (double eps : {0.0, 0.1}) {
       INFO("label_smoothing " << eps);
-      CHECK_LOSS_GRADS([&](auto l) { return cross_entropy_mix<R>(l, a, b, 0.35, {.label_smoothing = eps}); }, x);
+      REQUIRE_GRADIENTS([&](auto l) { return cross_entropy_mix<R>(l, a, b, 0.35, {.label_smoothing = eps}); }, x);
     }
   });
 }
@@ -92,8 +86,8 @@ TEST_CASE("gradcheck: cross_entropy with soft targets", "[gradcheck][loss]") {
   for_each_reduction([&]<reduction R>() {
     for (double eps : {0.0, 0.2}) {
       INFO("label_smoothing " << eps);
-      CHECK_LOSS_GRADS([&](auto l) { return cross_entropy<R>(l, p, {.label_smoothing = eps}); }, x);
-      CHECK_LOSS_GRADS([&](auto l) { return cross_entropy<R>(l, unnormalised, {.label_smoothing = eps}); }, x);
+      REQUIRE_GRADIENTS([&](auto l) { return cross_entropy<R>(l, p, {.label_smoothing = eps}); }, x);
+      REQUIRE_GRADIENTS([&](auto l) { return cross_entropy<R>(l, unnormalised, {.label_smoothing = eps}); }, x);
     }
   });
 }
@@ -105,8 +99,8 @@ TEST_CASE("gradcheck: nll", "[gradcheck][loss]") {
   auto x_static = normal<double>(g, shape<4, 3>{});
   auto y_static = from_values<index_t>(shape<4>{}, {1, 1, 0, 2});
   for_each_reduction([&]<reduction R>() {
-    CHECK_LOSS_GRADS([&](auto l) { return nll<R>(l, y); }, lp);
-    CHECK_LOSS_GRADS([&](auto l) { return nll<R>(l, y_static, {.ignore_index = 0}); }, x_static);
+    REQUIRE_GRADIENTS([&](auto l) { return nll<R>(l, y); }, lp);
+    REQUIRE_GRADIENTS([&](auto l) { return nll<R>(l, y_static, {.ignore_index = 0}); }, x_static);
   });
 }
 
@@ -116,7 +110,7 @@ TEST_CASE("gradcheck: kl_div(log_q, p)", "[gradcheck][loss]") {
   auto p = probs(g, shape<3, 4>{});
   p(1, 2) = 0;  // 0 · log 0 := 0, and no gradient from that entry
   for_each_reduction([&]<reduction R>() {
-    CHECK_LOSS_GRADS([&](auto l) { return kl_div<R>(l, p); }, log_q);
+    REQUIRE_GRADIENTS([&](auto l) { return kl_div<R>(l, p); }, log_q);
   });
 }
 
@@ -130,11 +124,11 @@ TEST_CASE("gradcheck: distillation kl_div", "[gradcheck][loss]") {
     for (double tau : {1.0, 2.5}) {
       INFO("temperature " << tau);
       // Student and teacher logits both require grad.
-      CHECK_LOSS_GRADS([&](auto st, auto te) { return kl_div<R>(st, te, tau); }, s, t);
+      REQUIRE_GRADIENTS([&](auto st, auto te) { return kl_div<R>(st, te, tau); }, s, t);
       // A constant teacher (tensor), static extents.
-      CHECK_LOSS_GRADS([&](auto st) { return kl_div<R>(st, t_static, tau); }, s);
+      REQUIRE_GRADIENTS([&](auto st) { return kl_div<R>(st, t_static, tau); }, s);
       // Teacher probabilities.
-      CHECK_LOSS_GRADS([&](auto st) { return kl_div<R>(st, probabilities{p}, tau); }, s);
+      REQUIRE_GRADIENTS([&](auto st) { return kl_div<R>(st, probabilities{p}, tau); }, s);
     }
   });
 }
@@ -144,8 +138,8 @@ TEST_CASE("gradcheck: mse", "[gradcheck][loss]") {
   auto a = normal<double>(g, shape<2, dyn, 3>{4});
   auto b = normal<double>(g, shape<2, 4, 3>{});
   for_each_reduction([&]<reduction R>() {
-    CHECK_LOSS_GRADS([&](auto x, auto y) { return mse<R>(x, y); }, a, b);  // both arguments
-    CHECK_LOSS_GRADS([&](auto x) { return mse<R>(x, b); }, a);             // constant target
-    CHECK_LOSS_GRADS([&](auto x) { return mse<R>(x, x * 0.5); }, a);       // the same var on both sides
+    REQUIRE_GRADIENTS([&](auto x, auto y) { return mse<R>(x, y); }, a, b);  // both arguments
+    REQUIRE_GRADIENTS([&](auto x) { return mse<R>(x, b); }, a);             // constant target
+    REQUIRE_GRADIENTS([&](auto x) { return mse<R>(x, x * 0.5); }, a);       // the same var on both sides
   });
 }
