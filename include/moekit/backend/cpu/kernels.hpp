@@ -7,6 +7,7 @@
 #include "cpu.hpp"
 #include "gather.hpp"
 #include "gemm.hpp"
+#include "gemm_grouped.hpp"
 #include "histogram.hpp"
 #include "map.hpp"
 #include "norm.hpp"
@@ -21,6 +22,7 @@ namespace moekit {
 
 template <>
 struct kernels<cpu> : detail::cpu_gemm,
+                      detail::cpu_gemm_grouped,
                       detail::cpu_map,
                       detail::cpu_reduce,
                       detail::cpu_softmax,

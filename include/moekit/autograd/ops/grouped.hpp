@@ -1,0 +1,30 @@
+// moekit/autograd/ops/grouped.hpp — differentiable grouped ops, the expert
+// computations of an MoE layer. Backward runs over the same segments: dX is a
+// grouped GEMM with the transposed weights, dW a grouped reduction GEMM, so no
+// per-expert slice of a stacked weight is ever materialised.
+#pragma once
+
+#include "../../tensor/ops/grouped.hpp"
+#include "../tape.hpp"
+
+namespace moekit {
+
+/// (A, k) rows grouped by `offsets` times stacked weights w (G, k, n): (A, n).
+template <class T, class SX, class SW, class B>
+auto grouped_matmul(const var<T, SX, B>& x, const var<T, SW, B>& w, const offsets_tensor& offsets) {
+  return record("grouped_matmul", grouped_matmul(x.value(), w.value(), offsets), [x, w, offsets](const auto& dy) {
+    if (x.requires_grad()) x.accumulate(grouped_matmul<true>(dy, w.value(), offsets));          // dY·Wᵀ per group
+    if (w.requires_grad()) w.accumulate(grouped_matmul_reduce(x.value(), dy, offsets, w.shape()));  // Xᵀ·dY per group
+  }, x, w);
+}
+
+/// h[r] + b[g] for the rows r of each group g: h (A, n), b (G, n).
+template <class T, class SH, class SB, class B>
+var<T, SH, B> add_grouped_rows(const var<T, SH, B>& h, const var<T, SB, B>& b, const offsets_tensor& offsets) {
+  return record("add_grouped_rows", add_grouped_rows(h.value(), b.value(), offsets), [h, b, offsets](const auto& dy) {
+    h.accumulate(dy);
+    if (b.requires_grad()) b.accumulate(grouped_column_sums(dy, offsets, b.shape()));
+  }, h, b);
+}
+
+}  // namespace moekit

@@ -1,0 +1,10 @@
+// moekit/moe.hpp — Mixture-of-Experts: routing plans, routers, experts, the layer.
+#pragma once
+
+#include "moe/aux_loss.hpp"
+#include "moe/concepts.hpp"
+#include "moe/expert_bank.hpp"
+#include "moe/expert_choice.hpp"
+#include "moe/moe_layer.hpp"
+#include "moe/routing.hpp"
+#include "moe/top_k.hpp"

@@ -1,0 +1,91 @@
+// moekit/tensor/ops/grouped.hpp — ops over row segments ("groups"): rows
+// [offsets[g], offsets[g+1]) of a tensor belong to group g (an expert), whose
+// parameters are the g-th slice of a stacked tensor (G, ...).
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "../tensor.hpp"
+#include "functors.hpp"
+
+namespace moekit {
+
+/// Group boundaries: (G + 1) non-decreasing row offsets starting at 0.
+using offsets_tensor = tensor<index_t, shape<dyn>, cpu>;
+
+namespace detail {
+/// Checks offsets against `groups` groups over `rows` rows; throws value_error naming `op`.
+inline void check_offsets(const char* op, const offsets_tensor& offsets, std::size_t groups, std::size_t rows) {
+  const std::string name(op);
+  if (offsets.size() != groups + 1)
+    throw value_error(name + ": " + std::to_string(offsets.size()) + " offsets for " + std::to_string(groups) +
+                      " groups (need groups + 1)");
+  if (offsets[0] != 0 || static_cast<std::size_t>(offsets[groups]) != rows)
+    throw value_error(name + ": offsets must run from 0 to the row count " + std::to_string(rows) + ", got " +
+                      std::to_string(offsets[0]) + " .. " + std::to_string(offsets[groups]));
+  for (std::size_t g = 0; g < groups; ++g)
+    if (offsets[g + 1] < offsets[g])
+      throw value_error(name + ": offsets decrease at group " + std::to_string(g));
+}
+}  // namespace detail
+
+/// (A, k) rows grouped by `offsets`, times the stacked w (G, k, n) — or
+/// (G, n, k) read transposed when TransW — gives (A, n).
+template <bool TransW = false, class T, class SX, class SW, class B>
+auto grouped_matmul(const tensor<T, SX, B>& x, const tensor<T, SW, B>& w, const offsets_tensor& offsets) {
+  static_assert(SX::rank() == 2 && SW::rank() == 3, "grouped_matmul: x must be (rows, k) and w (groups, k, n)");
+  constexpr std::size_t wk = TransW ? 2 : 1, wn = TransW ? 1 : 2;
+  static_assert(inner_dims_match<SX::static_extent(1), SW::static_extent(wk)>::value,
+                "grouped_matmul: inner dimensions differ");
+  if (x.extent(1) != w.extent(wk))
+    detail::shape_mismatch("grouped_matmul", x.shape().str(), " x ", w.shape().str(),
+                           "inner dimensions " + std::to_string(x.extent(1)) + " != " + std::to_string(w.extent(wk)));
+  const std::size_t groups = w.extent(0), k = x.extent(1), n = w.extent(wn);
+  detail::check_offsets("grouped_matmul", offsets, groups, x.extent(0));
+  using R = shape<SX::static_extent(0), SW::static_extent(wn)>;
+  tensor<T, R, B> out(R::from_extents(std::array{x.extent(0), n}));
+  kernels<B>::gemm_grouped(TransW, groups, offsets.data(), k, n, T(1), x.data(), w.data(), k * n, T(0), out.data());
+  return out;
+}
+
+/// Per group g: a_gᵀ · d_g, stacked: (A, m) and (A, n) give (G, m, n).
+template <class WShape, class T, class SA, class SD, class B>
+tensor<T, WShape, B> grouped_matmul_reduce(const tensor<T, SA, B>& a, const tensor<T, SD, B>& d,
+                                           const offsets_tensor& offsets, const WShape& w_shape) {
+  const std::size_t groups = w_shape.extent(0), m = a.extent(1), n = d.extent(1);
+  tensor<T, WShape, B> out(w_shape);
+  kernels<B>::gemm_grouped_reduce(groups, offsets.data(), m, n, T(1), a.data(), d.data(), T(0), out.data(), m * n);
+  return out;
+}
+
+/// h[r] + b[g] for every row r of group g: h (A, n), b (G, n).
+template <class T, class SH, class SB, class B>
+tensor<T, SH, B> add_grouped_rows(const tensor<T, SH, B>& h, const tensor<T, SB, B>& b, const offsets_tensor& offsets) {
+  static_assert(SH::rank() == 2 && SB::rank() == 2, "add_grouped_rows: h must be (rows, n) and b (groups, n)");
+  if (h.extent(1) != b.extent(1))
+    detail::shape_mismatch("add_grouped_rows", h.shape().str(), " with ", b.shape().str(), "row lengths differ");
+  detail::check_offsets("add_grouped_rows", offsets, b.extent(0), h.extent(0));
+  const std::size_t n = h.extent(1);
+  tensor<T, SH, B> out(h.shape());
+  for (std::size_t g = 0; g < b.extent(0); ++g) {
+    const auto begin = static_cast<std::size_t>(offsets[g]), rows = static_cast<std::size_t>(offsets[g + 1]) - begin;
+    kernels<B>::map_rows(rows, n, out.data() + begin * n, fn::add{}, h.data() + begin * n, b.data() + g * n);
+  }
+  return out;
+}
+
+/// Column sums of each group's rows, stacked: dy (A, n) gives (G, n).
+template <class BShape, class T, class S, class B>
+tensor<T, BShape, B> grouped_column_sums(const tensor<T, S, B>& dy, const offsets_tensor& offsets,
+                                         const BShape& b_shape) {
+  const std::size_t n = dy.extent(1);
+  tensor<T, BShape, B> out(b_shape);
+  for (std::size_t g = 0; g < b_shape.extent(0); ++g) {
+    const auto begin = static_cast<std::size_t>(offsets[g]), rows = static_cast<std::size_t>(offsets[g + 1]) - begin;
+    kernels<B>::reduce_cols(rows, n, dy.data() + begin * n, out.data() + g * n, T(0), fn::add{});
+  }
+  return out;
+}
+
+}  // namespace moekit
