@@ -13,11 +13,13 @@
 #include <cstddef>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <utility>
 
 #include "../core/random.hpp"
 #include "../tensor/ops/creation.hpp"
+#include "../nn/layer.hpp"
 #include "tape.hpp"
 
 namespace moekit {
@@ -54,6 +56,33 @@ double evaluate(F& f, const Proj& r, const Ts&... inputs) {
   return projected(shape_cast<typename Proj::shape_type>(y.value()), r);
 }
 
+/// Central differences of `evaluate()` against `grad` for every element of x
+/// (perturbed in place and restored); records the first failure in res.
+template <class X, class G, class Eval>
+void compare_elements(X& x, const G& grad, Eval&& evaluate, const std::string& what, const gradcheck_options& opt,
+                      gradcheck_result& res) {
+  for (std::size_t i = 0; i < x.size() && res.ok; ++i) {
+    const double saved = static_cast<double>(x[i]);
+    x[i] = saved + opt.eps;
+    const double up = evaluate();
+    x[i] = saved - opt.eps;
+    const double down = evaluate();
+    x[i] = saved;
+    const double numeric = (up - down) / (2 * opt.eps);
+    const double analytic = grad.defined() ? static_cast<double>(grad[i]) : 0.0;
+    const double err = std::abs(analytic - numeric);
+    res.max_abs_error = std::max(res.max_abs_error, err);
+    ++res.checked;
+    if (!(err <= opt.atol + opt.rtol * std::abs(numeric))) {
+      std::ostringstream m;
+      m << what << " element " << i << ": analytic " << analytic << " vs numeric " << numeric << " (error " << err
+        << ")";
+      res.ok = false;
+      res.message = m.str();
+    }
+  }
+}
+
 }  // namespace detail
 
 template <class F, class... Ts>
@@ -77,31 +106,40 @@ gradcheck_result check_gradients(const gradcheck_options& opt, F f, const Ts&...
   t.backward(y, r);
 
   auto check_input = [&](auto& x, const auto& v, std::size_t which) {
-    const auto& grad = v.grad();
-    for (std::size_t i = 0; i < x.size() && res.ok; ++i) {
-      const double saved = x[i];
-      x[i] = saved + opt.eps;
-      const double up = std::apply([&](const auto&... in) { return detail::evaluate(f, r, in...); }, inputs);
-      x[i] = saved - opt.eps;
-      const double down = std::apply([&](const auto&... in) { return detail::evaluate(f, r, in...); }, inputs);
-      x[i] = saved;
-      const double numeric = (up - down) / (2 * opt.eps);
-      const double analytic = grad.defined() ? static_cast<double>(grad[i]) : 0.0;
-      const double err = std::abs(analytic - numeric);
-      res.max_abs_error = std::max(res.max_abs_error, err);
-      ++res.checked;
-      if (!(err <= opt.atol + opt.rtol * std::abs(numeric))) {
-        std::ostringstream m;
-        m << "input " << which << " " << x.shape().str() << " element " << i << ": analytic " << analytic
-          << " vs numeric " << numeric << " (error " << err << ")";
-        res.ok = false;
-        res.message = m.str();
-      }
-    }
+    auto evaluate = [&] {
+      return std::apply([&](const auto&... in) { return detail::evaluate(f, r, in...); }, inputs);
+    };
+    detail::compare_elements(x, v.grad(), evaluate, "input " + std::to_string(which) + " " + x.shape().str(), opt, res);
   };
   [&]<std::size_t... I>(std::index_sequence<I...>) {
     (check_input(std::get<I>(inputs), std::get<I>(vars), I), ...);
   }(std::index_sequence_for<Ts...>{});
+  if (res.ok) res.message = "ok";
+  return res;
+}
+
+/// The same check for a model's own parameters (a layer reads its parameter
+/// members, so they cannot be passed as inputs): f(tape&) runs the model on
+/// fixed inputs (`t.input(x)`) and returns a var; every parameter whose path
+/// starts with `prefix` is perturbed in place and compared with its grad.
+template <parameterized M, class F>
+gradcheck_result check_parameter_gradients(M& model, F f, std::string_view prefix = "",
+                                           const gradcheck_options& opt = {}) {
+  gradcheck_result res;
+  visit_parameters(model, [](const std::string&, auto& p) { p.zero_grad(); });
+  tape t;
+  auto y = f(t);
+  rng g(opt.seed);
+  auto r = normal<double>(g, y.shape());
+  t.backward(y, r);
+  auto evaluate = [&] {
+    no_grad off;
+    tape te;
+    return detail::projected(shape_cast<typename decltype(r)::shape_type>(f(te).value()), r);
+  };
+  visit_parameters(model, [&](const std::string& name, auto& p) {
+    if (name.starts_with(prefix)) detail::compare_elements(p.value(), p.grad().clone(), evaluate, name, opt, res);
+  });
   if (res.ok) res.message = "ok";
   return res;
 }

@@ -56,6 +56,23 @@ void visit_parameters(M& model, F&& f, const std::string& prefix = "") {
   });
 }
 
+/// Something that lists tensors it keeps besides its parameters (running statistics).
+template <class L>
+concept buffered = requires(L& l, detail::any_visitor v) { l.buffers(v); };
+
+/// Calls f(path, tensor) for every buffer under `model`, depth first, reaching
+/// sub-layers through parameters() as visit_parameters() does.
+template <parameterized M, class F>
+void visit_buffers(M& model, F&& f, const std::string& prefix = "") {
+  auto path_of = [&](std::string_view name) {
+    return prefix.empty() ? std::string(name) : prefix + "." + std::string(name);
+  };
+  if constexpr (buffered<M>) model.buffers([&](std::string_view name, auto& t) { f(path_of(name), t); });
+  model.parameters([&](std::string_view name, auto& item) {
+    if constexpr (!parameter_type<decltype(item)>) visit_buffers(item, f, path_of(name));
+  });
+}
+
 /// Number of scalar parameters under `model`.
 template <parameterized M>
 std::size_t count_parameters(M& model) {

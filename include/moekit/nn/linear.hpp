@@ -6,6 +6,7 @@
 #include <string>
 
 #include "../autograd/ops/arithmetic.hpp"
+#include "../autograd/ops/layout.hpp"
 #include "../autograd/ops/matmul.hpp"
 #include "../autograd/parameter.hpp"
 #include "init.hpp"
@@ -28,11 +29,23 @@ class linear {
     if (o.bias) bias_ = parameter<T, bias_shape, B>(init_bias<T, B>(g, make<bias_shape>(out), in, o.weight_init));
   }
 
-  /// (N, in) -> (N, out).
+  /// (N, in) -> (N, out); any leading axes, e.g. (batch, seq, in) -> (batch, seq, out),
+  /// are flattened into N for one product and restored afterwards.
   template <class S>
   auto operator()(const var<T, S, B>& x) const {
-    auto y = matmul(x, weight_);  // (N, out)
-    return has_bias() ? add_rows(y, bias_) : y;
+    static_assert(S::rank() >= 2, "linear: x needs rank >= 2 (..., in)");
+    if constexpr (S::rank() == 2) {
+      auto y = matmul(x, weight_);  // (N, out)
+      return has_bias() ? add_rows(y, bias_) : y;
+    } else {
+      const auto [rows, in] = as_matrix(x.shape());
+      using flat = shape<dyn, last_extent_v<S>>;
+      auto y = (*this)(reshape(x, flat::from_extents(std::array{rows, in}, "linear")));  // (rows, out)
+      using R = set_axis_t<S::rank() - 1, Out, S>;
+      auto ext = x.shape().extents();
+      ext[S::rank() - 1] = out_features();
+      return reshape(y, R::from_extents(ext, "linear"));  // (..., out)
+    }
   }
 
   bool has_bias() const noexcept { return bias_.value().defined(); }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "../backend.hpp"
+#include "batch_norm.hpp"
 #include "copy.hpp"
 #include "cpu.hpp"
 #include "gather.hpp"
@@ -27,6 +28,7 @@ struct kernels<cpu> : detail::cpu_gemm,
                       detail::cpu_reduce,
                       detail::cpu_softmax,
                       detail::cpu_norm,
+                      detail::cpu_batch_norm,
                       detail::cpu_top_k,
                       detail::cpu_gather,
                       detail::cpu_sort,
