@@ -16,6 +16,7 @@
 #include <moekit/autograd/parameter.hpp>
 #include <moekit/core/random.hpp>
 #include <moekit/io/safetensors.hpp>
+#include <moekit/nn/batch_norm.hpp>
 #include <moekit/nn/layer.hpp>
 #include <moekit/tensor/ops/creation.hpp>
 
@@ -546,4 +547,24 @@ TEST_CASE("safetensors: writes are atomic", "[io][safetensors]") {
       REQUIRE(read_bytes(file) == old_bytes);
     }
   }
+}
+
+TEST_CASE("safetensors: buffers (batch-norm running statistics) are saved and loaded", "[io][safetensors]") {
+  temp_dir dir;
+  const auto path = dir.path / "bn.safetensors";
+  rng g(5);
+  nn::batch_norm1d<4> trained;
+  {
+    tape t;
+    (void)trained(t.input(normal<float>(g, shape<dyn, 4>{16}, 3.0f, 2.0f)));  // moves the running stats
+  }
+  REQUIRE(trained.running_mean()[0] != 0.0f);
+  io::save_safetensors(path, trained);
+  nn::batch_norm1d<4> fresh;
+  io::load_safetensors(path, fresh);
+  for (std::size_t i = 0; i < 4; ++i) {
+    REQUIRE(fresh.running_mean()[i] == trained.running_mean()[i]);
+    REQUIRE(fresh.running_var()[i] == trained.running_var()[i]);
+  }
+  REQUIRE(io::read_safetensors(path).find("running_mean") != nullptr);
 }

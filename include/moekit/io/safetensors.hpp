@@ -576,20 +576,19 @@ inline void save_safetensors(const std::filesystem::path& path, std::span<const 
   });
 }
 
-/// Saves every parameter of `model` under its dotted path (F32 or F64 by
+/// Saves every parameter and buffer of `model` under its dotted path (F32 or F64 by
 /// element type). Hugging Face loaders look for metadata "format": "pt", so it
 /// is added unless `metadata` sets "format" itself.
 template <parameterized M>
 void save_safetensors(const std::filesystem::path& path, M& model, metadata_map metadata = {}) {
   std::vector<tensor_record> records;
-  visit_parameters(model, [&](const std::string& name, auto& p) {
-    records.push_back(record_of(name, p.value()));
-  });
+  visit_parameters(model, [&](const std::string& name, auto& p) { records.push_back(record_of(name, p.value())); });
+  visit_buffers(model, [&](const std::string& name, auto& t) { records.push_back(record_of(name, t)); });
   metadata.try_emplace("format", "pt");
   save_safetensors(path, records, metadata);
 }
 
-/// Loads every parameter of `model` from `path`, in place (views of the
+/// Loads every parameter and buffer (running statistics) of `model` from `path`, in place (views of the
 /// parameters, such as optimizers hold, see the new values). The file is
 /// validated first: each parameter must be present with its shape and dtype,
 /// and (unless `allow_extra`) the file must hold nothing else. On any problem
@@ -603,15 +602,15 @@ void load_safetensors(const std::filesystem::path& path, M& model, bool allow_ex
   };
   std::vector<copy> copies;
   std::unordered_set<std::string> wanted;
-  visit_parameters(model, [&](const std::string& name, auto& p) {
-    using P = std::remove_cvref_t<decltype(p)>;
-    using T = typename P::value_type;
-    static_assert(P::backend_type::host_accessible, "load_safetensors: load into a host model, then copy it");
-    const auto e = p.shape().extents();
-    const tensor_record& r = file.expect(name, dtype_name<T>(), e);
-    copies.push_back({r.bytes, p.value().data()});
+  auto plan_copy = [&](const std::string& name, const auto& t) {
+    using X = std::remove_cvref_t<decltype(t)>;
+    static_assert(X::backend_type::host_accessible, "load_safetensors: load into a host model, then copy it");
+    const tensor_record& r = file.expect(name, dtype_name<typename X::value_type>(), t.shape().extents());
+    copies.push_back({r.bytes, t.data()});
     wanted.insert(name);
-  });
+  };
+  visit_parameters(model, [&](const std::string& name, auto& p) { plan_copy(name, p.value()); });
+  visit_buffers(model, plan_copy);
   if (!allow_extra)
     for (const auto& r : file.tensors)
       if (!wanted.contains(r.name))
