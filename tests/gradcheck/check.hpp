@@ -29,3 +29,12 @@ tensor<double, S> positive(rng& g, const S& s) {
     REQUIRE(r_.ok);                               \
     REQUIRE(r_.checked > 0);                      \
   } while (0)
+
+/// REQUIRE that check_parameter_gradients(model, f, ...) passes and compared something.
+#define REQUIRE_PARAMETER_GRADIENTS(...)                          \
+  do {                                                            \
+    auto r_ = ::moekit::check_parameter_gradients(__VA_ARGS__);   \
+    INFO(r_.message);                                             \
+    REQUIRE(r_.ok);                                               \
+    REQUIRE(r_.checked > 0);                                      \
+  } while (0)

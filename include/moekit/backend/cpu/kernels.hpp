@@ -16,6 +16,7 @@
 #include "scan.hpp"
 #include "softmax.hpp"
 #include "sort.hpp"
+#include "sparse.hpp"
 #include "top_k.hpp"
 #include "transpose.hpp"
 
@@ -35,6 +36,7 @@ struct kernels<cpu> : detail::cpu_gemm,
                       detail::cpu_histogram,
                       detail::cpu_scan,
                       detail::cpu_copy,
-                      detail::cpu_transpose {};
+                      detail::cpu_transpose,
+                      detail::cpu_sparse {};
 
 }  // namespace moekit

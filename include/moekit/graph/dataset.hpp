@@ -1,0 +1,26 @@
+// moekit/graph/dataset.hpp — a node-classification graph in memory: what
+// io::load_graph reads (Cora, CiteSeer) and graph::make_csbm generates.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "../core/config.hpp"
+#include "../tensor/tensor.hpp"
+#include "csr.hpp"
+
+namespace moekit::graph {
+
+struct dataset {
+  std::string name;
+  tensor<float, shape<dyn, dyn>> features;  // (nodes, features)
+  tensor<index_t, shape<dyn>> labels;        // (nodes): class in [0, classes), or -1 for an unlabelled node
+  edge_list edges;                           // undirected edges, each listed once (make_csr with symmetrize)
+  tensor<index_t, shape<dyn>> train, val, test;  // node ids of the splits, ascending, disjoint, all labelled
+  std::size_t classes = 0;
+
+  std::size_t nodes() const noexcept { return features.extent(0); }
+  std::size_t num_features() const noexcept { return features.extent(1); }
+};
+
+}  // namespace moekit::graph
