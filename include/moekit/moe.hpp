@@ -2,9 +2,11 @@
 #pragma once
 
 #include "moe/aux_loss.hpp"
+#include "moe/combine.hpp"
 #include "moe/concepts.hpp"
 #include "moe/expert_bank.hpp"
 #include "moe/expert_choice.hpp"
 #include "moe/moe_layer.hpp"
 #include "moe/routing.hpp"
+#include "moe/stats.hpp"
 #include "moe/top_k.hpp"

@@ -13,6 +13,7 @@
 #include "../autograd/ops/grouped.hpp"
 #include "../autograd/parameter.hpp"
 #include "../nn/init.hpp"
+#include "../tensor/ops/fast_activation.hpp"
 
 namespace moekit::moe {
 
@@ -20,14 +21,48 @@ namespace moekit::moe {
 enum class activation { gelu, relu, silu };
 
 namespace detail {
+/// An activation's forward and backward functors: the vectorisable forms
+/// (fast_activation.hpp), since the activation runs over every expert row.
+template <activation A>
+struct activation_fn {
+  static constexpr const char* name = "gelu";
+  using forward = fn::gelu_fast;
+  using backward = fn::gelu_fast_backward;
+};
+template <>
+struct activation_fn<activation::silu> {
+  static constexpr const char* name = "silu";
+  using forward = fn::silu_fast;
+  using backward = fn::silu_fast_backward;
+};
+template <>
+struct activation_fn<activation::relu> {
+  static constexpr const char* name = "relu";
+  using forward = fn::relu;
+  using backward = fn::relu_backward;
+};
+
+template <activation A, class V>
+V activate(const V& x) {
+  using F = activation_fn<A>;
+  return moekit::detail::unary_from_input(F::name, x, typename F::forward{}, typename F::backward{});
+}
 template <class V>
 V activate(activation a, const V& x) {
   switch (a) {
-    case activation::relu: return relu(x);
-    case activation::silu: return silu(x);
+    case activation::relu: return activate<activation::relu>(x);
+    case activation::silu: return activate<activation::silu>(x);
     case activation::gelu: break;
   }
-  return gelu(x);
+  return activate<activation::gelu>(x);
+}
+
+/// act(h + b) per group when the expert has biases (one fused pass), else act(h).
+template <activation A, bool Bias, class H, class V>
+H bias_activate(const H& h, const V& b, const offsets_tensor& offsets) {
+  using F = activation_fn<A>;
+  if constexpr (Bias) return grouped_bias_activation(h, b, offsets, typename F::forward{}, typename F::backward{});
+  else return activate<A>(h);
 }
 
 /// Stacked (E, in, out) weights drawn like nn::linear's PyTorch default.
@@ -65,9 +100,8 @@ struct ffn_expert {
     /// rows (A, D) grouped by expert -> (A, D).
     template <class S>
     auto operator()(const var<T, S, B>& rows, const offsets_tensor& offsets) const {
-      auto h = grouped_matmul(rows, w1_, offsets);  // (A, F)
-      if constexpr (Bias) h = add_grouped_rows(h, b1_, offsets);
-      auto y = grouped_matmul(detail::activate(Act, h), w2_, offsets);  // (A, D)
+      auto h = detail::bias_activate<Act, Bias>(grouped_matmul(rows, w1_, offsets), b1_, offsets);  // (A, F)
+      auto y = grouped_matmul(h, w2_, offsets);                                                    // (A, D)
       if constexpr (Bias) y = add_grouped_rows(y, b2_, offsets);
       return y;
     }
@@ -106,9 +140,9 @@ struct swiglu_expert {
 
     template <class S>
     auto operator()(const var<T, S, B>& rows, const offsets_tensor& offsets) const {
-      auto gate = silu(grouped_matmul(rows, w_gate_, offsets));  // (A, F)
-      auto up = grouped_matmul(rows, w_up_, offsets);            // (A, F)
-      return grouped_matmul(gate * up, w_down_, offsets);        // (A, D)
+      auto gate = detail::activate<activation::silu>(grouped_matmul(rows, w_gate_, offsets));  // (A, F)
+      auto up = grouped_matmul(rows, w_up_, offsets);                                          // (A, F)
+      return grouped_matmul(gate * up, w_down_, offsets);                                      // (A, D)
     }
 
     std::size_t experts() const noexcept { return w_gate_.extent(0); }

@@ -4,8 +4,9 @@
 // Backward runs through the same permutation (scatter-add <-> gather) and
 // grouped GEMMs, and reaches x, every expert weight and the router.
 //
-//   using switch_mlp = moe::layer<moe::top_k_router<256, 8, 1>, moe::ffn_expert<256, 1024>>;
-//   switch_mlp mlp(g, {.capacity_factor = 1.25, .load_balance_weight = 0.01});
+//   using router_t = moe::top_k_router<256, 8, 1>;
+//   using switch_mlp = moe::layer<router_t, moe::ffn_expert<256, 1024>>;
+//   switch_mlp mlp(router_t(g, {.capacity_factor = 1.25, .load_balance_weight = 0.01}), switch_mlp::bank_type(g));
 //   auto y = mlp(x);   // (tokens, 256); the router's aux loss rides on y's backward
 #pragma once
 
@@ -16,6 +17,7 @@
 #include "../autograd/ops/arithmetic.hpp"
 #include "../autograd/ops/index.hpp"
 #include "aux_loss.hpp"
+#include "combine.hpp"
 #include "concepts.hpp"
 #include "expert_bank.hpp"
 
@@ -23,6 +25,10 @@ namespace moekit::moe {
 
 template <class Router, expert Expert, class T = float, backend B = cpu>
 class layer {
+  static_assert(router<Router, var<T, shape<dyn, Expert::d_model>, B>>,
+                "moe::layer: Router does not model moe::router (needs route(x) returning a moe::routing, "
+                "experts() and parameters(visit))");
+
  public:
   static constexpr std::size_t d_model = Expert::d_model;
   using bank_type = typename Expert::template bank<Router::experts_extent, T, B>;
@@ -42,9 +48,9 @@ class layer {
   template <class S>
   var<T, S, B> operator()(const var<T, S, B>& x) {
     auto plan = router_.route(x);
-    auto rows = gather_rows(x, plan.token);                            // (A, D) in expert order
-    auto y = experts_(rows, plan.offsets);                             // (A, D)
-    auto combined = scatter_add_rows(mul_cols(y, plan.gate), plan.token, x.extent(0));  // (T, D)
+    auto rows = dispatch(x, plan);                      // (A, D) in expert order
+    auto y = experts_(rows, plan.offsets);              // (A, D)
+    auto combined = combine(y, plan, x.extent(0));      // (T, D)
     auto out = shape_as(combined, x);
     if (shared_) {
       offsets_tensor all = from_values<index_t>(shape<dyn>{2}, {0, static_cast<index_t>(x.extent(0))});

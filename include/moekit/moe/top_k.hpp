@@ -11,6 +11,7 @@
 // and GShard do. Dropless by default.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <string>
@@ -46,49 +47,46 @@ namespace detail {
 /// Builds the assignment order of a top-k choice: (expert, slot, token), then
 /// applies the capacity. Fills plan.token/expert/offsets and returns, for each
 /// kept assignment, its index t·k + j into the (T, k) gates.
+///
+/// A counting sort: one pass counts each expert's assignments, a second walks
+/// them slot-major (all first choices, then all second choices, ...) and
+/// writes each straight to its place, so no comparison sort and no staging copies.
 template <class T, class B, class SI>
 tensor<index_t, shape<dyn>, B> order_assignments(routing<T, B>& plan, const tensor<index_t, SI, B>& idx,
                                                  std::size_t capacity) {
   const std::size_t tokens = idx.extent(0), k = idx.extent(1), n = tokens * k, e = plan.experts;
-  // Slot-major numbering a = j·T + t, so a stable sort by expert keeps first choices first.
-  tensor<index_t, shape<dyn>, B> keys(shape<dyn>{n}), ids(shape<dyn>{n}), sorted_keys(shape<dyn>{n}),
-      sorted_ids(shape<dyn>{n});
+  const index_t* chosen = idx.data();  // (T, k) row-major
+  std::vector<std::size_t> seen(e, 0);  // per expert: its assignments counted, then placed
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto x = static_cast<std::size_t>(chosen[i]);
+    if (x >= e)
+      throw value_error("top_k_router: expert index " + std::to_string(chosen[i]) + " out of range [0, " +
+                        std::to_string(e) + ")");
+    ++seen[x];
+  }
+  plan.offsets = offsets_tensor(shape<dyn>{e + 1});
+  plan.offsets[0] = 0;
+  for (std::size_t x = 0; x < e; ++x) {
+    const std::size_t kept = capacity ? std::min(seen[x], capacity) : seen[x];
+    plan.offsets[x + 1] = plan.offsets[x] + static_cast<index_t>(kept);
+    seen[x] = 0;
+  }
+  const auto total = static_cast<std::size_t>(plan.offsets[e]);
+  plan.dropped = n - total;
+  plan.token = tensor<index_t, shape<dyn>, B>(shape<dyn>{total});
+  plan.expert = tensor<index_t, shape<dyn>, B>(shape<dyn>{total});
+  tensor<index_t, shape<dyn>, B> slot_index(shape<dyn>{total});
   for (std::size_t j = 0; j < k; ++j)
     for (std::size_t t = 0; t < tokens; ++t) {
-      keys[j * tokens + t] = idx(t, j);
-      ids[j * tokens + t] = static_cast<index_t>(j * tokens + t);
+      const auto x = static_cast<std::size_t>(chosen[t * k + j]);
+      const std::size_t rank = seen[x]++;  // its position among expert x's assignments
+      if (capacity && rank >= capacity) continue;
+      const auto at = static_cast<std::size_t>(plan.offsets[x]) + rank;
+      plan.token[at] = static_cast<index_t>(t);
+      plan.expert[at] = static_cast<index_t>(x);
+      slot_index[at] = static_cast<index_t>(t * k + j);
     }
-  kernels<B>::sort_pairs(n, keys.data(), ids.data(), sorted_keys.data(), sorted_ids.data());
-  tensor<index_t, shape<dyn>, B> counts(shape<dyn>{e});
-  kernels<B>::histogram(n, sorted_keys.data(), e, counts.data());
-
-  // Keep the first `capacity` of each expert's segment.
-  std::vector<index_t> token, expert, slot_index;
-  token.reserve(n), expert.reserve(n), slot_index.reserve(n);
-  plan.offsets = offsets_tensor(shape<dyn>{e + 1});
-  std::size_t at = 0;
-  for (std::size_t x = 0; x < e; ++x) {
-    plan.offsets[x] = static_cast<index_t>(token.size());
-    const auto c = static_cast<std::size_t>(counts[x]);
-    for (std::size_t i = 0; i < c; ++i, ++at) {
-      if (capacity && i >= capacity) continue;
-      const auto a = static_cast<std::size_t>(sorted_ids[at]);
-      const std::size_t t = a % tokens, j = a / tokens;
-      token.push_back(static_cast<index_t>(t));
-      expert.push_back(static_cast<index_t>(x));
-      slot_index.push_back(static_cast<index_t>(t * k + j));
-    }
-  }
-  plan.offsets[e] = static_cast<index_t>(token.size());
-  plan.dropped = n - token.size();
-  auto to_tensor = [](const std::vector<index_t>& v) {
-    tensor<index_t, shape<dyn>, B> out(shape<dyn>{v.size()});
-    std::copy(v.begin(), v.end(), out.data());
-    return out;
-  };
-  plan.token = to_tensor(token);
-  plan.expert = to_tensor(expert);
-  return to_tensor(slot_index);
+  return slot_index;
 }
 
 /// Assignments per expert, and per (sequence, expert) when seq_len > 0.

@@ -27,4 +27,21 @@ var<T, SH, B> add_grouped_rows(const var<T, SH, B>& h, const var<T, SB, B>& b, c
   }, h, b);
 }
 
+/// f(h[r] + b[g]) for the rows r of each group g, one pass each way: the
+/// fused form of an activation after add_grouped_rows. h (A, n), b (G, n);
+/// df(z, dy) is the activation's backward (dz = dy · f'(z)), e.g.
+/// grouped_bias_activation(h, b, offsets, fn::gelu_fast{}, fn::gelu_fast_backward{}).
+/// Backward keeps h and b, not h + b: it recomputes the sum on the fly.
+template <class F, class DF, class T, class SH, class SB, class B>
+var<T, SH, B> grouped_bias_activation(const var<T, SH, B>& h, const var<T, SB, B>& b, const offsets_tensor& offsets,
+                                      F f, DF df) {
+  return record("grouped_bias_activation", grouped_bias_activation(h.value(), b.value(), offsets, f),
+                [h, b, offsets, df](const auto& dy) {
+                  auto [dz, db] = grouped_bias_activation_backward(h.value(), b.value(), dy, offsets, df,
+                                                                   b.requires_grad());
+                  if (b.requires_grad()) b.accumulate(db);
+                  h.accumulate(dz);
+                }, h, b);
+}
+
 }  // namespace moekit

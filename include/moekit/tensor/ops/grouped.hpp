@@ -5,8 +5,10 @@
 
 #include <cstddef>
 #include <string>
+#include <utility>
 
 #include "../tensor.hpp"
+#include "fast_activation.hpp"
 #include "functors.hpp"
 
 namespace moekit {
@@ -59,20 +61,64 @@ tensor<T, WShape, B> grouped_matmul_reduce(const tensor<T, SA, B>& a, const tens
   return out;
 }
 
-/// h[r] + b[g] for every row r of group g: h (A, n), b (G, n).
+namespace detail {
+/// Checks h (A, n) against per-group rows b (G, n) and offsets; throws naming `op`.
 template <class T, class SH, class SB, class B>
-tensor<T, SH, B> add_grouped_rows(const tensor<T, SH, B>& h, const tensor<T, SB, B>& b, const offsets_tensor& offsets) {
-  static_assert(SH::rank() == 2 && SB::rank() == 2, "add_grouped_rows: h must be (rows, n) and b (groups, n)");
-  if (h.extent(1) != b.extent(1))
-    detail::shape_mismatch("add_grouped_rows", h.shape().str(), " with ", b.shape().str(), "row lengths differ");
-  detail::check_offsets("add_grouped_rows", offsets, b.extent(0), h.extent(0));
+void check_grouped_rows(const char* op, const tensor<T, SH, B>& h, const tensor<T, SB, B>& b,
+                        const offsets_tensor& offsets) {
+  static_assert(SH::rank() == 2 && SB::rank() == 2, "grouped rows: h must be (rows, n) and b (groups, n)");
+  if (h.extent(1) != b.extent(1)) shape_mismatch(op, h.shape().str(), " with ", b.shape().str(), "row lengths differ");
+  check_offsets(op, offsets, b.extent(0), h.extent(0));
+}
+
+/// out[r] = f(h[r], b[g]) for every row r of group g.
+template <class F, class T, class SH, class SB, class B>
+tensor<T, SH, B> map_grouped_rows(const char* op, const tensor<T, SH, B>& h, const tensor<T, SB, B>& b,
+                                  const offsets_tensor& offsets, F f) {
+  check_grouped_rows(op, h, b, offsets);
   const std::size_t n = h.extent(1);
   tensor<T, SH, B> out(h.shape());
   for (std::size_t g = 0; g < b.extent(0); ++g) {
     const auto begin = static_cast<std::size_t>(offsets[g]), rows = static_cast<std::size_t>(offsets[g + 1]) - begin;
-    kernels<B>::map_rows(rows, n, out.data() + begin * n, fn::add{}, h.data() + begin * n, b.data() + g * n);
+    kernels<B>::map_rows(rows, n, out.data() + begin * n, f, h.data() + begin * n, b.data() + g * n);
   }
   return out;
+}
+}  // namespace detail
+
+/// h[r] + b[g] for every row r of group g: h (A, n), b (G, n).
+template <class T, class SH, class SB, class B>
+tensor<T, SH, B> add_grouped_rows(const tensor<T, SH, B>& h, const tensor<T, SB, B>& b, const offsets_tensor& offsets) {
+  return detail::map_grouped_rows("add_grouped_rows", h, b, offsets, fn::add{});
+}
+
+/// f(h[r] + b[g]) for every row r of group g, in one pass over h: the bias
+/// and activation epilogue of a grouped GEMM. h (A, n), b (G, n).
+template <class F, class T, class SH, class SB, class B>
+tensor<T, SH, B> grouped_bias_activation(const tensor<T, SH, B>& h, const tensor<T, SB, B>& b,
+                                         const offsets_tensor& offsets, F f) {
+  return detail::map_grouped_rows("grouped_bias_activation", h, b, offsets, fn::biased<F>{f});
+}
+
+/// The backward of grouped_bias_activation in one pass over h and dy:
+/// dz[r] = df(h[r] + b[g], dy[r]) (df: the activation's backward functor) and,
+/// when `want_db`, db[g] = column sums of dz over group g's rows. Returns {dz, db}.
+template <class DF, class T, class SH, class SB, class SD, class B>
+std::pair<tensor<T, SH, B>, tensor<T, SB, B>> grouped_bias_activation_backward(const tensor<T, SH, B>& h,
+                                                                               const tensor<T, SB, B>& b,
+                                                                               const tensor<T, SD, B>& dy,
+                                                                               const offsets_tensor& offsets, DF df,
+                                                                               bool want_db = true) {
+  detail::check_grouped_rows("grouped_bias_activation_backward", h, b, offsets);
+  if (dy.extent(0) != h.extent(0) || dy.extent(1) != h.extent(1))
+    detail::shape_mismatch("grouped_bias_activation_backward", h.shape().str(), " with gradient ", dy.shape().str(),
+                           "shapes differ");
+  tensor<T, SH, B> dz(h.shape());
+  tensor<T, SB, B> db;
+  if (want_db) db = tensor<T, SB, B>(b.shape());
+  kernels<B>::grouped_bias_activation_backward(b.extent(0), offsets.data(), h.extent(1), h.data(), b.data(), dy.data(),
+                                               df, dz.data(), want_db ? db.data() : static_cast<T*>(nullptr));
+  return {std::move(dz), std::move(db)};
 }
 
 /// Column sums of each group's rows, stacked: dy (A, n) gives (G, n).

@@ -1,0 +1,197 @@
+#!/usr/bin/python3
+"""PyTorch eager MoE baseline for bench_moe_layer (performance-anchors.md section 6,
+"list" variant: separate per-expert weight tensors, a per-expert loop).
+
+    bench_moe_layer --config C-S --dump DIR
+    moe_torch.py DIR/C-S.safetensors --threads 1
+
+Loads the inputs, weights, output and gradients moekit wrote, checks that
+PyTorch's output and every gradient match them (rtol 1e-4; exits 1 if not),
+then times forward and forward+backward (loss = sum(out * G)) with the same
+protocol as bench_moe_layer (interleaved, warm-ups, median and spread) and
+prints the same JSON fields on stdout, a table on stderr.
+"""
+import argparse
+import json
+import os
+import struct
+import sys
+import time
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dump", help="<config>.safetensors written by bench_moe_layer --dump")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (OMP_NUM_THREADS)")
+    p.add_argument("--blas-threads", type=int, default=None,
+                   help="OPENBLAS_NUM_THREADS (default: --threads)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--reps", type=int, default=15)
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall (perf_counter) or cpu (this thread's CPU time, for loaded machines; 1 thread)")
+    p.add_argument("--rtol", type=float, default=1e-4)
+    p.add_argument("--atol", type=float, default=1e-5,
+                   help="absolute tolerance, relative to the largest |value| of each tensor")
+    return p.parse_args()
+
+
+# Threads must be pinned before torch (and with it OpenBLAS) is loaded.
+ARGS = parse_args()
+os.environ["OMP_NUM_THREADS"] = str(ARGS.threads)
+os.environ["OPENBLAS_NUM_THREADS"] = str(ARGS.blas_threads or ARGS.threads)
+os.environ.pop("OPENBLAS_CORETYPE", None)
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+
+def blas_library():
+    """Where libblas.so.3 resolves (PERFORMANCE.md: must be OpenBLAS, not the reference BLAS)."""
+    for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib"):
+        path = os.path.join(d, "libblas.so.3")
+        if os.path.exists(path):
+            return os.path.realpath(path)
+    return "not found"
+
+
+def read_safetensors(path):
+    """The safetensors layout: u64 header length, JSON header, raw little-endian data."""
+    with open(path, "rb") as f:
+        blob = f.read()
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8:8 + n].decode("utf-8"))
+    meta = header.pop("__metadata__", {})
+    data = bytearray(blob[8 + n:])
+    dtypes = {"F32": (torch.float32, 4), "F64": (torch.float64, 8), "I32": (torch.int32, 4), "I64": (torch.int64, 8)}
+    tensors = {}
+    for name, entry in header.items():
+        begin, end = entry["data_offsets"]
+        dtype, size = dtypes[entry["dtype"]]
+        t = torch.frombuffer(data, dtype=dtype, count=(end - begin) // size, offset=begin)
+        tensors[name] = t.reshape(entry["shape"]).clone()
+    return meta, tensors
+
+
+class eager_moe:
+    """performance-anchors.md section 6, "list" variant. Weights are (in, out) as moekit stores them."""
+
+    def __init__(self, router, w1, w2, k):
+        self.k = k
+        self.wg = router.clone().requires_grad_()
+        self.w1 = [w.clone().requires_grad_() for w in w1.unbind(0)]
+        self.w2 = [w.clone().requires_grad_() for w in w2.unbind(0)]
+
+    def params(self):
+        return [self.wg, *self.w1, *self.w2]
+
+    def __call__(self, x):
+        logits = x.mm(self.wg)
+        p = torch.softmax(logits, dim=-1)
+        w, idx = torch.topk(p, self.k, dim=-1)
+        w = w / w.sum(-1, keepdim=True)
+        out = torch.zeros_like(x)
+        for e in range(len(self.w1)):
+            m = (idx == e).nonzero()
+            tok, slot = m[:, 0], m[:, 1]
+            h = F.gelu(x.index_select(0, tok).mm(self.w1[e]))
+            y = h.mm(self.w2[e])
+            out = out.index_add(0, tok, y * w[tok, slot].unsqueeze(1))
+        return out
+
+
+def check(name, got, want, rtol, atol_rel):
+    """allclose with atol scaled by the tensor's largest magnitude; prints the errors."""
+    got, want = got.detach().double(), want.double()
+    if got.shape != want.shape:
+        print(f"  {name}: shape {tuple(got.shape)} != {tuple(want.shape)}", file=sys.stderr)
+        return False
+    scale = max(want.abs().max().item(), 1e-30)
+    err = (got - want).abs()
+    max_abs = err.max().item()
+    max_rel = (err / want.abs().clamp_min(1e-30)).max().item()
+    allowed = atol_rel * scale + rtol * want.abs()
+    ok = bool((err <= allowed).all())
+    print(f"  {name:22s} max |err| {max_abs:.3e} (max |ref| {scale:.3e}, max rel {max_rel:.2e}) "
+          f"{'ok' if ok else 'MISMATCH'}", file=sys.stderr)
+    return ok
+
+
+def summarize(ms):
+    ms = sorted(ms)
+    at = lambda q: ms[int(q * (len(ms) - 1) + 0.5)]
+    return {"median_ms": at(0.5), "p10_ms": at(0.1), "p90_ms": at(0.9)}
+
+
+def interleaved(runs, warmup, reps, clock):
+    now = time.perf_counter if clock == "wall" else time.thread_time
+    for _ in range(warmup):
+        for r in runs:
+            r()
+    times = [[] for _ in runs]
+    for _ in range(reps):
+        for i, r in enumerate(runs):
+            t0 = now()
+            r()
+            times[i].append((now() - t0) * 1e3)
+    return [summarize(t) for t in times]
+
+
+def main():
+    torch.set_num_threads(ARGS.threads)
+    meta, t = read_safetensors(ARGS.dump)
+    config = meta.get("config", os.path.basename(ARGS.dump))
+    tokens, d, ff, experts, k = (int(meta[n]) for n in ("tokens", "d_model", "d_ff", "experts", "k"))
+    moe = eager_moe(t["router.weight"], t["experts.w1"], t["experts.w2"], k)
+    G = t["G"]
+    print(f"moe_torch {config}: torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+          f"OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}, libblas.so.3 -> {blas_library()}",
+          file=sys.stderr)
+    if "openblas" not in blas_library():
+        print("moe_torch: libblas.so.3 is not OpenBLAS; the baseline would be meaningless", file=sys.stderr)
+        return 1
+
+    # Numerics first: output and every gradient against moekit's.
+    x = t["x"].clone().requires_grad_()
+    out = moe(x)
+    (out * G).sum().backward()
+    ok = check("out", out, t["out"], ARGS.rtol, ARGS.atol)
+    ok &= check("grad.x", x.grad, t["grad.x"], ARGS.rtol, ARGS.atol)
+    ok &= check("grad.router.weight", moe.wg.grad, t["grad.router.weight"], ARGS.rtol, ARGS.atol)
+    ok &= check("grad.experts.w1", torch.stack([w.grad for w in moe.w1]), t["grad.experts.w1"], ARGS.rtol, ARGS.atol)
+    ok &= check("grad.experts.w2", torch.stack([w.grad for w in moe.w2]), t["grad.experts.w2"], ARGS.rtol, ARGS.atol)
+    if not ok:
+        print(f"moe_torch {config}: outputs or gradients differ from moekit's; not timing", file=sys.stderr)
+        return 1
+
+    x = t["x"].clone().requires_grad_()
+    rows = tokens * k
+    a1, b1 = torch.randn(rows, d), torch.randn(d, ff)
+    a2, b2 = torch.randn(rows, ff), torch.randn(ff, d)
+
+    def forward():
+        moe(x)
+
+    def forward_backward():
+        (moe(x) * G).sum().backward()
+
+    def sgemm():  # the ceiling: plain mm of the same total size, both expert matrices
+        a1.mm(b1)
+        a2.mm(b2)
+
+    s = interleaved([forward, forward_backward, sgemm], ARGS.warmup, ARGS.reps, ARGS.clock)
+    flop = 2.0 * rows * d * ff * 2
+    ceiling_gflops = flop / (s[2]["median_ms"] * 1e6)
+    ceiling = f"torch.mm {rows}x{d}x{ff}"
+    for name, st, f in (("fwd", s[0], flop), ("fwd+bwd", s[1], 3 * flop)):
+        line = {"bench": "moe_layer", "config": config, "backend": "torch-eager-list", "dtype": "f32",
+                "threads": ARGS.threads, "clock": ARGS.clock, "pass": name, **st, "gflops": f / (st["median_ms"] * 1e6),
+                "ceiling": ceiling, "ceiling_gflops": ceiling_gflops, "tokens_per_expert": rows / experts,
+                "torch": torch.__version__}
+        print(json.dumps(line), flush=True)
+        print(f"{config:4s} torch {name:8s} {st['median_ms']:9.3f} ms [{st['p10_ms']:8.3f}, {st['p90_ms']:8.3f}] "
+              f"{f / (st['median_ms'] * 1e6):6.1f} GFLOP/s (mm ceiling {ceiling_gflops:.1f})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
