@@ -7,7 +7,9 @@
 #       CUDA: the same for the host compiler through -Xcompiler, without
 #             -Wpedantic (nvcc's generated host code uses GNU line markers,
 #             which -Wpedantic reports in every translation unit)
-#       MOEKIT_NATIVE: -march=native (CXX; CUDA host code through -Xcompiler).
+#       MOEKIT_NATIVE: -march=native -fno-math-errno (CXX; CUDA host code
+#             through -Xcompiler). Without -fno-math-errno GCC keeps std::sqrt
+#             scalar (errno), and AdamW's update pass runs 3x slower.
 #       MOEKIT_SANITIZE: -fsanitize=address,undefined -fno-omit-frame-pointer
 #             -fno-sanitize-recover=all for compiling and linking.
 
@@ -38,8 +40,8 @@ function(moekit_target_warnings target)
 
   if(MOEKIT_NATIVE AND CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
     target_compile_options(${target} ${scope}
-      "$<$<COMPILE_LANGUAGE:CXX>:-march=native>"
-      "$<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-march=native>")
+      "$<$<COMPILE_LANGUAGE:CXX>:-march=native;-fno-math-errno>"
+      "$<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-march=native;-Xcompiler=-fno-math-errno>")
   endif()
 
   if(MOEKIT_SANITIZE)

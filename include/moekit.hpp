@@ -72,5 +72,12 @@
 #include "moekit/data/batching.hpp"
 #include "moekit/data/normalize.hpp"
 #include "moekit/io/flags.hpp"
+#include "moekit/io/checkpoint.hpp"
 #include "moekit/io/idx.hpp"
 #include "moekit/io/safetensors.hpp"
+
+#include "moekit/mlp/block.hpp"
+#include "moekit/mlp/bottleneck_mlp.hpp"
+#include "moekit/mlp/config.hpp"
+#include "moekit/mlp/mlp_mixer.hpp"
+#include "moekit/mlp/standard_mlp.hpp"
