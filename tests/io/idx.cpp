@@ -12,27 +12,15 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "../support/temp_dir.hpp"
 #include <moekit/io/idx.hpp>
 
 using namespace moekit;
+using moekit::testing::temp_dir;
 namespace fs = std::filesystem;
 
 namespace {
 
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() / ("moekit_idx_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  fs::path operator/(const std::string& name) const { return path / name; }
-};
 
 /// An IDX file's bytes, built from the format: 0 0 type ndim, big-endian u32 dims, data.
 std::string idx_bytes(std::vector<std::uint32_t> dims, const std::vector<std::uint8_t>& data, std::uint8_t type = 0x08) {

@@ -13,6 +13,7 @@
 
 #include <unistd.h>
 
+#include "../support/temp_dir.hpp"
 #include <moekit/autograd/parameter.hpp>
 #include <moekit/core/random.hpp>
 #include <moekit/io/safetensors.hpp>
@@ -21,26 +22,11 @@
 #include <moekit/tensor/ops/creation.hpp>
 
 using namespace moekit;
+using moekit::testing::temp_dir;
 namespace fs = std::filesystem;
 
 namespace {
 
-/// A fresh directory, removed with everything in it at the end of the test.
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("moekit_safetensors_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  fs::path operator/(const std::string& name) const { return path / name; }
-};
 
 struct block {
   parameter<double, shape<2, 3>> weight;
