@@ -41,6 +41,8 @@
 #include <moekit/mlp/standard_mlp.hpp>
 #include <moekit/optim.hpp>
 
+#include "common/passive_openmp.hpp"
+
 using namespace moekit;
 
 namespace {
@@ -307,21 +309,10 @@ int train(const options& o, M& model, const std::string& model_name, const datas
   return 0;
 }
 
-/// libgomp's default wait policy lets idle OpenMP threads spin, and they then
-/// fight OpenBLAS's own threads for the cores: on a 2-core machine a step
-/// gets several times slower. libgomp reads OMP_WAIT_POLICY only at start-up,
-/// so when it is unset the program starts itself again with it set to PASSIVE
-/// (PyTorch, with the same two thread pools, needs the same setting).
-void relaunch_with_passive_openmp(char** argv) {
-  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
-  ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-  ::execv("/proc/self/exe", argv);  // returns only on failure: then run on as we are
-}
-
 }  // namespace
 
 int main(int argc, char** argv) try {
-  relaunch_with_passive_openmp(argv);
+  examples::relaunch_with_passive_openmp(argv);
   options o;
   flags cli("scaling_mlp",
             "Trains a Scaling-MLPs model (B-MLP, S-MLP or MLP-Mixer) on Fashion-MNIST and reports test accuracy.\n"

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "moe/aux_loss.hpp"
+#include "moe/baselines.hpp"
 #include "moe/combine.hpp"
 #include "moe/concepts.hpp"
 #include "moe/expert_bank.hpp"
@@ -10,3 +11,4 @@
 #include "moe/routing.hpp"
 #include "moe/stats.hpp"
 #include "moe/top_k.hpp"
+#include "moe/transformer_block.hpp"

@@ -1,0 +1,286 @@
+// moe_compare — a dense bottleneck MLP against the baseline MoEs of
+// moe/baselines.hpp (Switch, GShard, expert choice, DeepSeek-style fine +
+// shared experts), each block's FFN replaced by an MoE with the dense FFN's
+// active expert weights, all trained the same way on Fashion-MNIST:
+// AdamW, linear warm-up + cosine decay, label smoothing 0.1. The routers'
+// load-balancing losses ride on the MoE outputs' backward.
+//
+//   build/bin/moe_compare                                    # B_2-Wi_128, 8 experts, 2 epochs
+//   build/bin/moe_compare --models dense,switch --epochs 4 --experts 16
+//
+// Output: a progress line on stderr; a table on stdout (test accuracy, total
+// and active parameters, forward FLOPs per image of the matrix products,
+// training seconds, expert load = max/mean kept assignments per expert on the
+// test set, averaged over blocks, and the share of assignments dropped), whose
+// last line is one JSON object with the rows.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include <moekit.hpp>
+#include <moekit/data/batching.hpp>
+#include <moekit/data/normalize.hpp>
+#include <moekit/io/flags.hpp>
+#include <moekit/io/idx.hpp>
+#include <moekit/mlp/bottleneck_mlp.hpp>
+#include <moekit/mlp/moe_bottleneck_mlp.hpp>
+#include <moekit/moe.hpp>
+#include <moekit/moe/baselines.hpp>
+#include <moekit/optim.hpp>
+
+#include "common/passive_openmp.hpp"
+
+using namespace moekit;
+
+namespace {
+
+constexpr std::size_t image_size = 28 * 28, classes = 10;
+
+struct options {
+  std::string data = io::fashion_mnist_dir.string();
+  std::string model = "B_2-Wi_128", models = "dense,switch,gshard,expert_choice,deepseek";
+  int experts = 8, granularity = 4, shared = 1;
+  int epochs = 2, batch = 256, threads = 2, seed = 0, train_subset = 0, eval_batch = 1000;
+  double lr = 1e-3, weight_decay = 0.05, warmup = 0.5, label_smoothing = 0.1, min_accuracy = 0;
+};
+
+struct dataset {
+  tensor<float, shape<dyn, dyn>> images;  // (n, 784) in [0, 1]
+  tensor<index_t, shape<dyn>> labels;     // (n)
+};
+
+dataset load_split(const options& o, const std::string& name) {
+  const std::filesystem::path dir = o.data;
+  if (!std::filesystem::exists(dir / (name + "-images-idx3-ubyte.gz")))
+    throw io_error("Fashion-MNIST not found in " + dir.string() +
+                   ". Install it with `apt-get install dataset-fashion-mnist` or pass --data DIR");
+  auto d = io::load_fashion_mnist<float>(dir, name);
+  return {d.images, d.labels};
+}
+
+/// One row of the result table.
+struct result {
+  std::string name;
+  double test_accuracy = 0, train_seconds = 0, final_loss = 0;
+  std::size_t total_params = 0, active_params = 0, flops = 0;
+  double load_max_over_mean = 0, dropped = 0;  // MoE only
+};
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+template <class M>
+constexpr bool has_moe = requires(M& m) { m.moe(0).last_routing(); };
+
+/// Test accuracy; for an MoE model also each block's routing statistics over the test set.
+template <class M>
+double evaluate(M& model, const dataset& s, const data::global_stats<float>& stats, std::size_t batch, result& r) {
+  no_grad guard;
+  std::vector<moe::routing_stats> routing;
+  if constexpr (has_moe<M>) routing.resize(model.blocks());
+  std::size_t correct = 0;
+  for (std::size_t begin = 0; begin < s.images.extent(0); begin += batch) {
+    const std::size_t end = std::min(s.images.extent(0), begin + batch);
+    tape t;
+    auto logits = model(t.input(data::normalize(s.images.rows(begin, end), stats)));
+    auto pred = argmax(logits.value());  // (n)
+    for (std::size_t i = 0; i < pred.size(); ++i) correct += pred[i] == s.labels[begin + i];
+    if constexpr (has_moe<M>)
+      for (std::size_t b = 0; b < routing.size(); ++b) routing[b].add(model.moe(b).last_routing());
+  }
+  for (auto& st : routing) {
+    r.load_max_over_mean += st.load_balance().max_over_mean / static_cast<double>(routing.size());
+    r.dropped += static_cast<double>(st.dropped()) /
+                 static_cast<double>(st.dropped() + st.assignments()) / static_cast<double>(routing.size());
+  }
+  return static_cast<double>(correct) / static_cast<double>(s.images.extent(0));
+}
+
+template <class M>
+void train(const options& o, M& model, result& r, const dataset& train_set, const dataset& test_set) {
+  const std::size_t n = train_set.images.extent(0), batch = static_cast<std::size_t>(o.batch);
+  const std::size_t steps_per_epoch = (n + batch - 1) / batch, total = steps_per_epoch * static_cast<std::size_t>(o.epochs);
+  const auto stats = data::compute_global_stats(train_set.images);
+  optim::adamw<float> opt(model, {.lr = o.lr, .weight_decay = o.weight_decay});
+  const optim::cosine_schedule schedule(
+      {.total_steps = total, .warmup_steps = std::min(total, static_cast<std::size_t>(o.warmup * double(steps_per_epoch)))});
+  const cross_entropy_options ce{.label_smoothing = o.label_smoothing};
+  const auto t0 = std::chrono::steady_clock::now();
+  double last_report = 0;
+  for (int epoch = 0; epoch < o.epochs; ++epoch) {
+    rng g(static_cast<std::uint64_t>(o.seed), static_cast<std::uint64_t>(epoch + 1) << 40);
+    const data::batcher batches(data::shuffled_indices(n, g), batch);
+    double loss_sum = 0;
+    std::size_t seen = 0;
+    for (std::size_t b = 0; b < batches.size(); ++b) {
+      const auto idx = batches[b];
+      auto x = data::normalize(data::gather_batch(train_set.images, idx), stats);  // (batch, 784)
+      auto y = data::gather_batch(train_set.labels, idx);                          // (batch)
+      optim::set_lr_factor(opt, schedule(opt.steps()));
+      opt.zero_grad();
+      tape t;
+      auto loss = cross_entropy(model(t.input(x)), y, ce);
+      t.backward(loss);
+      opt.step();
+      loss_sum += static_cast<double>(loss.value()[0]) * static_cast<double>(idx.size());
+      seen += idx.size();
+      const double elapsed = seconds_since(t0);
+      if (elapsed - last_report >= 1.0 || b + 1 == batches.size()) {
+        last_report = elapsed;
+        std::fprintf(stderr, "\r%-14s epoch %d/%d  batch %zu/%zu  loss %.4f  %.0f s   ", r.name.c_str(), epoch + 1,
+                     o.epochs, b + 1, batches.size(), loss_sum / static_cast<double>(seen), elapsed);
+      }
+    }
+    r.final_loss = loss_sum / static_cast<double>(seen);
+  }
+  r.train_seconds = seconds_since(t0);
+  r.test_accuracy = evaluate(model, test_set, stats, static_cast<std::size_t>(o.eval_batch), r);
+  std::fprintf(stderr, "\n");
+}
+
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  for (std::string item; std::getline(in, item, ',');)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+moe::baseline parse_baseline(const std::string& name) {
+  for (auto b : {moe::baseline::switch_top1, moe::baseline::gshard_top2, moe::baseline::expert_choice, moe::baseline::deepseek})
+    if (name == moe::baseline_name(b)) return b;
+  throw value_error("--models: '" + name + "' is not one of dense, switch, gshard, expert_choice, deepseek");
+}
+
+/// Trains one model (dense or a baseline) of sizes c and fills its row.
+result run_one(const options& o, const std::string& name, const mlp::config& c, const dataset& train_set,
+               const dataset& test_set) {
+  rng g(static_cast<std::uint64_t>(o.seed));
+  result r{.name = name};
+  const std::size_t ff = c.expansion * c.width;
+  const std::size_t outer_flops = 2 * (c.in * c.width + c.width * c.classes);  // stem and head
+  if (name == "dense") {
+    mlp::bottleneck_mlp<> model(g, c);
+    r.total_params = r.active_params = count_parameters(model);
+    r.flops = outer_flops + c.blocks * moe::dense_ffn_cost(c.width, ff).expert_flops;
+    train(o, model, r, train_set, test_set);
+    return r;
+  }
+  const moe::baseline_spec spec{.d_model = c.width, .d_ff = ff, .experts = static_cast<std::size_t>(o.experts),
+                                .granularity = static_cast<std::size_t>(o.granularity),
+                                .shared_experts = static_cast<std::size_t>(o.shared)};
+  const auto layout = moe::baseline_layout_of(parse_baseline(name), spec);
+  const auto cost = moe::cost_of(layout);
+  auto fill_and_train = [&](auto& model) {
+    r.total_params = count_parameters(model);
+    r.active_params = r.total_params - c.blocks * (cost.total_params - cost.active_params);
+    r.flops = outer_flops + c.blocks * (cost.expert_flops + cost.router_flops);
+    train(o, model, r, train_set, test_set);
+  };
+  if (layout.kind == moe::baseline::expert_choice) {
+    mlp::moe_bottleneck_mlp<moe::expert_choice_moe<>> model(
+        g, c, [&](rng& gg, std::size_t, std::size_t) { return moe::make_expert_choice(gg, spec); });
+    fill_and_train(model);
+  } else {
+    mlp::moe_bottleneck_mlp<moe::token_choice_moe<>> model(
+        g, c, [&](rng& gg, std::size_t, std::size_t) { return moe::make_token_choice(gg, layout); });
+    fill_and_train(model);
+  }
+  return r;
+}
+
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  examples::relaunch_with_passive_openmp(argv);
+  options o;
+  flags cli("moe_compare",
+            "Trains a dense bottleneck MLP and MoE versions of it (Switch, GShard, expert choice, DeepSeek-style)\n"
+            "with matched active expert weights on Fashion-MNIST and compares them.\n"
+            "The last stdout line is a JSON object with one row per model.");
+  cli.add("data", o.data, "folder with Fashion-MNIST's {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz");
+  cli.add("model", o.model, "the dense model B_<blocks>-Wi_<width>[-Exp_<expansion>]; its FFN width is matched");
+  cli.add("models", o.models, "comma list of dense, switch, gshard, expert_choice, deepseek");
+  cli.add("experts", o.experts, "experts per MoE (DeepSeek: before the fine split)");
+  cli.add("granularity", o.granularity, "DeepSeek: fine experts per coarse expert (each 1/granularity wide)");
+  cli.add("shared", o.shared, "DeepSeek: shared (always-on) fine experts");
+  cli.add("epochs", o.epochs, "training epochs");
+  cli.add("batch", o.batch, "images per step");
+  cli.add("lr", o.lr, "AdamW peak learning rate");
+  cli.add("weight-decay", o.weight_decay, "AdamW decoupled weight decay");
+  cli.add("warmup", o.warmup, "epochs of linear warm-up before the cosine decay");
+  cli.add("label-smoothing", o.label_smoothing, "label smoothing of the cross entropy");
+  cli.add("seed", o.seed, "random seed (init, shuffling)");
+  cli.add("threads", o.threads, "threads for moekit loops and BLAS");
+  cli.add("train-subset", o.train_subset, "train on the first N training images only (0: all 60000)");
+  cli.add("eval-batch", o.eval_batch, "images per evaluation batch");
+  cli.add("min-accuracy", o.min_accuracy, "exit 1 when any model's test accuracy is below this fraction");
+  if (!cli.parse(argc, argv)) return 0;
+  if (o.epochs < 1 || o.batch < 1 || o.threads < 1 || o.eval_batch < 1 || o.train_subset < 0 || o.experts < 1 ||
+      o.granularity < 1 || o.shared < 0 || o.warmup < 0)
+    throw value_error("moe_compare: --epochs, --batch, --threads, --eval-batch, --experts, --granularity must be >= 1; "
+                      "--train-subset, --shared, --warmup >= 0");
+  set_num_threads(o.threads);
+  const auto c = mlp::parse_model_name(o.model, "--model").with_io(image_size, classes);
+  const auto names = split_list(o.models);
+  if (names.empty()) throw value_error("--models: empty list");
+  for (const auto& name : names)
+    if (name != "dense") moe::baseline_layout_of(parse_baseline(name), {.d_model = c.width, .d_ff = c.expansion * c.width,
+        .experts = static_cast<std::size_t>(o.experts), .granularity = static_cast<std::size_t>(o.granularity),
+        .shared_experts = static_cast<std::size_t>(o.shared)});  // bad names and sizes fail before any training
+
+  dataset train_set = load_split(o, "train"), test_set = load_split(o, "t10k");
+  if (o.train_subset > 0 && static_cast<std::size_t>(o.train_subset) < train_set.images.extent(0)) {
+    const auto k = static_cast<std::size_t>(o.train_subset);
+    train_set = {train_set.images.rows(0, k), train_set.labels.rows(0, k)};
+  }
+  std::printf("moe_compare: %s (FFN width %zu), %d experts, %zu training / %zu test images, %d epochs, batch %d, %d threads\n",
+              mlp::model_name(c).c_str(), c.expansion * c.width, o.experts, train_set.images.extent(0),
+              test_set.images.extent(0), o.epochs, o.batch, o.threads);
+  std::fflush(stdout);
+
+  std::vector<result> rows;
+  for (const auto& name : names) rows.push_back(run_one(o, name, c, train_set, test_set));
+
+  std::printf("\n%-14s %9s %12s %12s %12s %9s %10s %8s\n", "model", "test acc", "total params", "active params",
+              "FLOPs/image", "train s", "load max/mean", "dropped");
+  for (const auto& r : rows) {
+    if (r.name == "dense")
+      std::printf("%-14s %8.2f%% %12zu %12zu %12zu %9.1f %13s %8s\n", r.name.c_str(), 100 * r.test_accuracy,
+                  r.total_params, r.active_params, r.flops, r.train_seconds, "-", "-");
+    else
+      std::printf("%-14s %8.2f%% %12zu %12zu %12zu %9.1f %13.2f %7.2f%%\n", r.name.c_str(), 100 * r.test_accuracy,
+                  r.total_params, r.active_params, r.flops, r.train_seconds, r.load_max_over_mean, 100 * r.dropped);
+  }
+  std::printf("{\"example\": \"moe_compare\", \"model\": \"%s\", \"experts\": %d, \"epochs\": %d, \"batch\": %d, "
+              "\"threads\": %d, \"train_images\": %zu, \"rows\": [",
+              mlp::model_name(c).c_str(), o.experts, o.epochs, o.batch, o.threads, train_set.images.extent(0));
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const auto& r = rows[i];
+    std::printf("%s{\"model\": \"%s\", \"test_accuracy\": %.4f, \"total_params\": %zu, \"active_params\": %zu, "
+                "\"flops_per_image\": %zu, \"train_seconds\": %.2f, \"final_train_loss\": %.5f, "
+                "\"load_max_over_mean\": %.4f, \"dropped\": %.5f}",
+                i ? ", " : "", r.name.c_str(), r.test_accuracy, r.total_params, r.active_params, r.flops,
+                r.train_seconds, r.final_loss, r.load_max_over_mean, r.dropped);
+  }
+  std::printf("]}\n");
+  int status = 0;
+  for (const auto& r : rows)
+    if (r.test_accuracy < o.min_accuracy) {
+      std::fprintf(stderr, "moe_compare: %s test accuracy %.4f is below --min-accuracy %.4f\n", r.name.c_str(),
+                   r.test_accuracy, o.min_accuracy);
+      status = 1;
+    }
+  return status;
+} catch (const moekit::error& e) {
+  std::fprintf(stderr, "moe_compare: %s\n", e.what());
+  return 2;
+}
