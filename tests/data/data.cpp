@@ -234,7 +234,7 @@ TEST_CASE("normalize: errors", "[data][normalize]") {
 
 // ---- MixUp ----------------------------------------------------------------------------
 
-TEST_CASE("mixup: λ x + (1 - λ) x[partner], exactly", "[data][augment]") {
+TEST_CASE("mixup: λ x + (1 - λ) x[partner]", "[data][augment]") {
   rng g(21);
   auto x = normal<float>(g, shape<dyn, 7>{16});
   auto labels = from_values<index_t>(shape<16>{}, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5});
@@ -250,7 +250,10 @@ TEST_CASE("mixup: λ x + (1 - λ) x[partner], exactly", "[data][augment]") {
     const auto p = static_cast<std::size_t>(m.partner[i]);
     REQUIRE(m.labels_a[i] == labels[i]);
     REQUIRE(m.labels_b[i] == labels[p]);
-    for (std::size_t j = 0; j < 7; ++j) REQUIRE(m.x(i, j) == lam * x(i, j) + (1.0f - lam) * x(p, j));
+    // To float rounding: with -march=native the compiler may contract either
+    // side into a fused multiply-add, so bitwise equality is not guaranteed.
+    for (std::size_t j = 0; j < 7; ++j)
+      REQUIRE(m.x(i, j) == Approx(lam * x(i, j) + (1.0f - lam) * x(p, j)).epsilon(1e-6).margin(1e-7));
   }
 
   // Deterministic for a seed; another seed gives another λ and partner.
