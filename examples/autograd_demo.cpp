@@ -33,13 +33,13 @@ dataset make_data(rng& g, std::size_t n) {
 }
 
 /// A two-layer MLP with dynamic width: x -> tanh(x W1 + b1) W2 + b2.
-struct mlp {
+struct two_layer_net {
   parameter<float, shape<2, dyn>> w1;
   parameter<float, shape<dyn>> b1;
   parameter<float, shape<dyn, 1>> w2;
   parameter<float, shape<1>> b2;
 
-  mlp(rng& g, std::size_t hidden)
+  two_layer_net(rng& g, std::size_t hidden)
       : w1(normal<float>(g, shape<2, dyn>{hidden}, 0.0f, 1.0f)),
         b1(zeros<float>(shape<dyn>{hidden})),
         w2(normal<float>(g, shape<dyn, 1>{hidden}, 0.0f, 1.0f / std::sqrt(static_cast<float>(hidden)))),
@@ -56,7 +56,7 @@ struct mlp {
   }
 };
 
-float evaluate(mlp& model, const dataset& d) {
+float evaluate(two_layer_net& model, const dataset& d) {
   no_grad guard;
   tape t;
   auto err = model(t.input(d.x)) - t.input(d.y);
@@ -81,7 +81,7 @@ int main(int argc, char** argv) try {
 
   rng g(static_cast<std::uint64_t>(o.seed));
   auto train = make_data(g, 8192), test = make_data(g, 2048);
-  mlp model(g, static_cast<std::size_t>(o.hidden));
+  two_layer_net model(g, static_cast<std::size_t>(o.hidden));
   const float initial = evaluate(model, test);
 
   tape t;
