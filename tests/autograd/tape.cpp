@@ -136,3 +136,14 @@ TEST_CASE("determinism: same seed, bitwise identical outputs and gradients", "[a
   auto d = train_step(124);
   REQUIRE_FALSE(same(a.out, d.out));
 }
+
+TEST_CASE("parameters: an unset parameter copies as unset", "[autograd][parameter]") {
+  parameter<float, shape<3>> unset;  // e.g. a bias a layer was built without
+  auto copy = unset;
+  REQUIRE_FALSE(copy.value().defined());
+  REQUIRE_FALSE(copy.requires_grad());
+  rng g(1);
+  nn::linear<2, 3> no_bias(g, 2, 3, {.bias = false});
+  auto layer_copy = no_bias;
+  REQUIRE_FALSE(layer_copy.has_bias());
+}

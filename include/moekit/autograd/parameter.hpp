@@ -27,9 +27,12 @@ class parameter : public var<T, S, B> {
     base::cell_ = cell_owner_.get();
   }
 
-  /// Deep copy: value and gradient.
-  parameter(const parameter& o) : parameter(o.value().clone()) {
-    if (o.cell_owner_) cell_owner_->grad = o.grad().clone();
+  /// Deep copy: value and gradient. An unset parameter (an optional bias left
+  /// out) copies as unset.
+  parameter(const parameter& o) : base() {
+    if (!o.value().defined()) return;
+    *this = parameter(o.value().clone());
+    cell_owner_->grad = o.grad().clone();
   }
   parameter& operator=(const parameter& o) {
     if (this != &o) *this = parameter(o);
