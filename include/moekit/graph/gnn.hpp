@@ -94,23 +94,13 @@ class gnn {
 
   template <class V>
   void parameters(V&& visit) {
-    list<Conv> convs{&convs_};
+    nn::layer_list<Conv> convs{&convs_};
     visit("convs", convs);
-    list<nn::batch_norm1d<dyn, T, B>> norms{&norms_};
+    nn::layer_list<nn::batch_norm1d<dyn, T, B>> norms{&norms_};
     if (!norms_.empty()) visit("norms", norms);
   }
 
  private:
-  /// A vector of layers seen as a layer list ("0", "1", ...), made on the fly in parameters().
-  template <class L>
-  struct list {
-    std::vector<L>* items;
-    template <class V>
-    void parameters(V&& visit) {
-      for (std::size_t i = 0; i < items->size(); ++i) visit(std::to_string(i), (*items)[i]);
-    }
-  };
-
   gnn_config config_;
   std::vector<Conv> convs_;
   std::vector<nn::batch_norm1d<dyn, T, B>> norms_;  // after each hidden conv

@@ -113,9 +113,9 @@ class mlp {
 
   template <class V>
   void parameters(V&& visit) {
-    list<nn::linear<dyn, dyn, T, B>> linears{&linears_};
+    nn::layer_list<nn::linear<dyn, dyn, T, B>> linears{&linears_};
     visit("linears", linears);
-    list<nn::batch_norm1d<dyn, T, B>> norms{&norms_};
+    nn::layer_list<nn::batch_norm1d<dyn, T, B>> norms{&norms_};
     if (!norms_.empty()) visit("norms", norms);
   }
 
@@ -128,16 +128,6 @@ class mlp {
     }
     return h;
   }
-
-  /// A vector of layers seen as a layer list ("0", "1", ...), made on the fly in parameters().
-  template <class L>
-  struct list {
-    std::vector<L>* items;
-    template <class V>
-    void parameters(V&& visit) {
-      for (std::size_t i = 0; i < items->size(); ++i) visit(std::to_string(i), (*items)[i]);
-    }
-  };
 
   mlp_config config_;
   std::vector<nn::linear<dyn, dyn, T, B>> linears_;

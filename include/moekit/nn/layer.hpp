@@ -73,6 +73,19 @@ void visit_buffers(M& model, F&& f, const std::string& prefix = "") {
   });
 }
 
+namespace nn {
+/// A vector of layers seen as a layer list ("0", "1", ...), for a model that
+/// keeps its layers in a std::vector: `visit("convs", layer_list<Conv>{&convs_})`.
+template <class L>
+struct layer_list {
+  std::vector<L>* items;
+  template <class V>
+  void parameters(V&& visit) {
+    for (std::size_t i = 0; i < items->size(); ++i) visit(std::to_string(i), (*items)[i]);
+  }
+};
+}  // namespace nn
+
 /// Number of scalar parameters under `model`.
 template <parameterized M>
 std::size_t count_parameters(M& model) {
