@@ -18,6 +18,19 @@ concept backend = requires(std::size_t bytes, void* p) {
   { B::deallocate(p, bytes) } -> std::same_as<void>;
 };
 
+/// Copies bytes from memory of backend From to memory of backend To, ordered
+/// like every other op of the destination (host memory is ready on return).
+/// Specialised for each pair a backend supports: `static void copy(const void*
+/// src, void* dst, std::size_t bytes)`.
+template <class From, class To>
+struct transfer;
+
+/// Backends From and To between which tensors can be copied.
+template <class From, class To>
+concept transferable = requires(const void* src, void* dst, std::size_t bytes) {
+  { transfer<From, To>::copy(src, dst, bytes) } -> std::same_as<void>;
+};
+
 /// The kernel set of backend B (GEMM, map, reductions, softmax, top-k, gather,
 /// scatter-add, sort, histogram, scan ...). Specialised by each backend.
 template <class B>

@@ -43,12 +43,14 @@ class shape {
       : dyn_{static_cast<std::size_t>(dynamic_extents)...} {}
 
   /// From all rank() extents; throws shape_error when a static extent disagrees.
+  // Loops over axes test `i != rank()`: for rank 0, `i < rank()` is a
+  // comparison of an unsigned value with zero, which nvcc warns about.
   static shape from_extents(std::span<const std::size_t> all, const char* op = "shape") {
     shape s;
     if (all.size() != rank())
       throw shape_error(std::string(op) + ": expected rank " + std::to_string(rank()) + ", got " +
                         std::to_string(all.size()));
-    for (std::size_t i = 0; i < rank(); ++i) {
+    for (std::size_t i = 0; i != rank(); ++i) {
       if constexpr (rank_dynamic() > 0) {
         if (statics_[i] == dyn) {
           s.dyn_[dynamic_index(i)] = all[i];
@@ -70,20 +72,20 @@ class shape {
 
   constexpr std::size_t size() const noexcept {
     std::size_t n = 1;
-    for (std::size_t i = 0; i < rank(); ++i) n *= extent(i);
+    for (std::size_t i = 0; i != rank(); ++i) n *= extent(i);
     return n;
   }
 
   constexpr std::array<std::size_t, rank()> extents() const noexcept {
     std::array<std::size_t, rank()> all{};
-    for (std::size_t i = 0; i < rank(); ++i) all[i] = extent(i);
+    for (std::size_t i = 0; i != rank(); ++i) all[i] = extent(i);
     return all;
   }
 
   /// "(128, 512)"; "()" for rank 0.
   std::string str() const {
     std::string s = "(";
-    for (std::size_t i = 0; i < rank(); ++i) s += (i ? ", " : "") + std::to_string(extent(i));
+    for (std::size_t i = 0; i != rank(); ++i) s += (i ? ", " : "") + std::to_string(extent(i));
     return s + ")";
   }
 
@@ -92,7 +94,7 @@ class shape {
     if constexpr (sizeof...(F) != rank()) {
       return false;
     } else {
-      for (std::size_t i = 0; i < rank(); ++i)
+      for (std::size_t i = 0; i != rank(); ++i)
         if (extent(i) != o.extent(i)) return false;
       return true;
     }

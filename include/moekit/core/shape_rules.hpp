@@ -55,7 +55,7 @@ consteval bool all_extents_match(std::index_sequence<I...>) {
 template <class R, class F>
 R make_shape(F&& extent_of) {
   std::array<std::size_t, R::rank()> all{};
-  for (std::size_t i = 0; i < R::rank(); ++i) all[i] = extent_of(i);
+  for (std::size_t i = 0; i != R::rank(); ++i) all[i] = extent_of(i);
   return R::from_extents(all);
 }
 

@@ -90,6 +90,20 @@ class tensor {
     return out;
   }
 
+  /// This tensor on backend B2: itself when B2 is B (shares storage, like
+  /// PyTorch's .to()), else a copy. A copy to the host waits for the device.
+  template <backend B2>
+    requires transferable<B, B2>
+  tensor<T, S, B2> to() const {
+    if constexpr (std::is_same_v<B, B2>) {
+      return *this;
+    } else {
+      tensor<T, S, B2> out(shape_);
+      transfer<B, B2>::copy(data_, out.data(), size() * sizeof(T));
+      return out;
+    }
+  }
+
   /// The same memory seen with another shape of equal size (shares storage).
   template <shape_like S2>
   tensor<T, S2, B> reshape(const S2& s) const {
@@ -135,6 +149,20 @@ tensor<T, S2, B> shape_cast(const tensor<T, S, B>& x) {
 }
 
 namespace detail {
+/// x on backend B2: directly where the two backends copy to each other, else
+/// through the host (e.g. emulated_device to cuda). Shares x when B2 is B.
+template <backend B2, class T, class S, class B>
+tensor<T, S, B2> to_backend(const tensor<T, S, B>& x) {
+  if constexpr (transferable<B, B2>) return x.template to<B2>();
+  else return x.template to<cpu>().template to<B2>();
+}
+/// A copy of x with its own storage on backend B2 (never shares x's).
+template <backend B2, class T, class S, class B>
+tensor<T, S, B2> copy_to_backend(const tensor<T, S, B>& x) {
+  if constexpr (std::is_same_v<B, B2>) return x.clone();
+  else return to_backend<B2>(x);
+}
+
 template <class X>
 struct is_tensor : std::false_type {};
 template <class T, class S, class B>

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstring>
 #include <string_view>
 
 #include "../backend.hpp"
@@ -15,6 +16,13 @@ struct cpu {
   static constexpr bool host_accessible = true;
   static void* allocate(std::size_t bytes) { return detail::host_pool::local().allocate(bytes); }
   static void deallocate(void* p, std::size_t bytes) noexcept { detail::host_pool::local().deallocate(p, bytes); }
+};
+
+template <>
+struct transfer<cpu, cpu> {
+  static void copy(const void* src, void* dst, std::size_t bytes) noexcept {
+    if (bytes) std::memcpy(dst, src, bytes);
+  }
 };
 
 static_assert(backend<cpu>);
