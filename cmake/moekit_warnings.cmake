@@ -6,7 +6,8 @@
 #       CXX : -Wall -Wextra -Wpedantic            (+ -Werror if MOEKIT_WERROR)
 #       CUDA: the same for the host compiler through -Xcompiler, without
 #             -Wpedantic (nvcc's generated host code uses GNU line markers,
-#             which -Wpedantic reports in every translation unit)
+#             which -Wpedantic reports in every translation unit); with
+#             MOEKIT_WERROR also nvcc's device-side warnings are errors
 #       MOEKIT_NATIVE: -march=native -fno-math-errno (CXX; CUDA host code
 #             through -Xcompiler). Without -fno-math-errno GCC keeps std::sqrt
 #             scalar (errno), and AdamW's update pass runs 3x slower.
@@ -27,7 +28,8 @@ function(moekit_target_warnings target)
   set(cuda_warnings -Xcompiler=-Wall -Xcompiler=-Wextra)
   if(MOEKIT_WERROR)
     list(APPEND cxx_warnings -Werror)
-    list(APPEND cuda_warnings -Xcompiler=-Werror)
+    # nvcc's own (device-side) warnings too: "-Werror all-warnings".
+    list(APPEND cuda_warnings -Xcompiler=-Werror "SHELL:-Werror all-warnings")
   endif()
   if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
     target_compile_options(${target} ${scope}

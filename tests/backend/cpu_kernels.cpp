@@ -150,6 +150,43 @@ TEST_CASE("top-k rows: order and tie-breaking", "[backend][top_k]") {
   }
 }
 
+TEST_CASE("softmax + top-k rows fused: equal to softmax_rows then top_k_rows", "[backend][top_k]") {
+  // Random rows, plus rows of repeated logits whose probabilities tie exactly.
+  const std::size_t rows = 40, cols = 9;
+  auto x = random_vector(rows * cols, 12);
+  for (std::size_t c = 0; c < cols; ++c) x[3 * cols + c] = (c % 3 == 0) ? 0.25 : -1.0;  // ties at 0, 3, 6
+  for (std::size_t c = 0; c < cols; ++c) x[7 * cols + c] = 2.0;                       // all equal
+  for (std::size_t k : {1u, 3u, 9u}) {
+    std::vector<double> probs(rows * cols), vals(rows * k), ref_probs(rows * cols), ref_vals(rows * k);
+    std::vector<index_t> ids(rows * k), ref_ids(rows * k);
+    K::softmax_top_k_rows(rows, cols, k, x.data(), probs.data(), vals.data(), ids.data());
+    K::softmax_rows(rows, cols, x.data(), ref_probs.data());
+    K::top_k_rows(rows, cols, k, ref_probs.data(), ref_vals.data(), ref_ids.data());
+    REQUIRE(probs == ref_probs);  // bit for bit
+    REQUIRE(vals == ref_vals);
+    REQUIRE(ids == ref_ids);
+    if (k == 3) {
+      REQUIRE(std::vector<index_t>(ids.begin() + 3 * 3, ids.begin() + 4 * 3) == std::vector<index_t>{0, 3, 6});
+      REQUIRE(std::vector<index_t>(ids.begin() + 7 * 3, ids.begin() + 8 * 3) == std::vector<index_t>{0, 1, 2});
+    }
+    for (std::size_t r = 0; r < rows; ++r)
+      for (std::size_t j = 0; j < k; ++j) REQUIRE(vals[r * k + j] == probs[r * cols + static_cast<std::size_t>(ids[r * k + j])]);
+  }
+  // Many rows: the threaded path gives the same as the row-by-row reference.
+  const std::size_t big = 5000, e = 16, k = 2;
+  std::vector<float> lf(big * e);
+  auto lr = random_vector(big * e, 13);
+  std::copy(lr.begin(), lr.end(), lf.begin());
+  std::vector<float> p(big * e), v(big * k), rp(big * e), rv(big * k);
+  std::vector<index_t> i(big * k), ri(big * k);
+  K::softmax_top_k_rows(big, e, k, lf.data(), p.data(), v.data(), i.data());
+  K::softmax_rows(big, e, lf.data(), rp.data());
+  K::top_k_rows(big, e, k, rp.data(), rv.data(), ri.data());
+  REQUIRE(p == rp);
+  REQUIRE(v == rv);
+  REQUIRE(i == ri);
+}
+
 TEST_CASE("gather and scatter-add rows", "[backend][gather]") {
   std::vector<double> src{1, 2, 3, 4, 5, 6};  // (3, 2)
   std::vector<index_t> idx{2, 0, 2};
