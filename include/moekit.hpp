@@ -11,9 +11,11 @@
 
 #include "moekit/backend/backend.hpp"
 #include "moekit/backend/cpu/kernels.hpp"
+#include "moekit/backend/emulated.hpp"
 
 #include "moekit/tensor/ops/activation.hpp"
 #include "moekit/tensor/ops/batch_norm.hpp"
+#include "moekit/tensor/ops/cast.hpp"
 #include "moekit/tensor/ops/concat.hpp"
 #include "moekit/tensor/ops/creation.hpp"
 #include "moekit/tensor/ops/dropout.hpp"
@@ -37,6 +39,7 @@
 #include "moekit/autograd/ops/activation.hpp"
 #include "moekit/autograd/ops/arithmetic.hpp"
 #include "moekit/autograd/ops/batch_norm.hpp"
+#include "moekit/autograd/ops/cast.hpp"
 #include "moekit/autograd/ops/combine.hpp"
 #include "moekit/autograd/ops/dropout.hpp"
 #include "moekit/autograd/ops/grouped.hpp"
@@ -65,6 +68,7 @@
 #include "moekit/nn/linear.hpp"
 #include "moekit/nn/norm.hpp"
 #include "moekit/nn/sequential.hpp"
+#include "moekit/nn/transfer.hpp"
 
 #include "moekit/optim.hpp"
 

@@ -15,6 +15,7 @@
 #include <string>
 #include <string_view>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 
 #include "../core/random.hpp"
@@ -94,6 +95,8 @@ template <class F, class... Ts>
 gradcheck_result check_gradients(const gradcheck_options& opt, F f, const Ts&... inputs_in) {
   static_assert((std::is_same_v<typename Ts::value_type, double> && ...),
                 "check_gradients: inputs must be double tensors");
+  static_assert((Ts::backend_type::host_accessible && ...),
+                "check_gradients: finite differences perturb elements on the host: pass host (cpu) tensors");
   gradcheck_result res;
   std::tuple<Ts...> inputs{inputs_in.clone()...};
 
@@ -126,7 +129,11 @@ template <parameterized M, class F>
 gradcheck_result check_parameter_gradients(M& model, F f, std::string_view prefix = "",
                                            const gradcheck_options& opt = {}) {
   gradcheck_result res;
-  visit_parameters(model, [](const std::string&, auto& p) { p.zero_grad(); });
+  visit_parameters(model, [](const std::string&, auto& p) {
+    static_assert(std::remove_cvref_t<decltype(p)>::backend_type::host_accessible,
+                  "check_parameter_gradients: finite differences perturb parameters on the host: use a cpu model");
+    p.zero_grad();
+  });
   tape t;
   auto y = f(t);
   rng g(opt.seed);

@@ -11,11 +11,13 @@
 #pragma once
 
 #include <algorithm>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "../core/config.hpp"
@@ -129,9 +131,17 @@ class batcher {
 
 /// The rows of x (n, ...) at `indices` (batch) -> (batch, ...): a batch of
 /// examples or of their labels. value_error for an index outside [0, n).
-template <class T, class S, class SI, class B>
-auto gather_batch(const tensor<T, S, B>& x, const tensor<index_t, SI, B>& indices) {
-  return moekit::detail::gather_rows("gather_batch", x, indices);
+/// Indices may be on x's backend or on the host (as batcher gives them): host
+/// indices for a device tensor are checked on the host, then copied to it.
+template <class T, class S, class SI, class B, class BI>
+  requires(std::same_as<BI, B> || std::same_as<BI, cpu>)
+auto gather_batch(const tensor<T, S, B>& x, const tensor<index_t, SI, BI>& indices) {
+  if constexpr (!std::is_same_v<BI, B>) {
+    moekit::detail::check_indices("gather_batch", indices, x.extent(0), [&] { return x.shape().str(); });
+    return moekit::detail::gather_rows("gather_batch", x, indices.template to<B>());
+  } else {
+    return moekit::detail::gather_rows("gather_batch", x, indices);
+  }
 }
 
 }  // namespace moekit::data

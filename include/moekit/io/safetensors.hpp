@@ -8,6 +8,10 @@
 //
 //   io::save_safetensors("model.safetensors", model);     // every parameter
 //   io::load_safetensors("model.safetensors", model);     // in place, all or nothing
+//
+// Models on a device backend save through a host copy of each tensor and load
+// by a host-to-device transfer of the file's bytes, so a file saved from one
+// backend loads onto any other.
 //   auto file = io::read_safetensors("adamw.safetensors"); // raw entries (optimizer state)
 //
 // Writes go to a temporary file renamed into place, so `path` holds either the
@@ -55,6 +59,7 @@ struct tensor_record {
   std::string dtype;                 // safetensors name: "F32", "F64", "I32", ...
   std::vector<std::size_t> shape;    // row-major extents; {} for a scalar
   std::span<const std::byte> bytes;  // little-endian, product(shape) * dtype_size(dtype) bytes
+  std::shared_ptr<const void> owner{};  // keeps `bytes` alive when they are a host copy (of a device tensor)
 };
 
 /// Bytes per element of a safetensors dtype; 0 for a name the format does not define.
@@ -68,16 +73,34 @@ inline std::size_t dtype_size(std::string_view dtype) noexcept {
   return 0;
 }
 
-/// A record viewing the memory of a host tensor (keep the tensor alive while
-/// the record is used).
+/// A record of a tensor's bytes: for a host tensor a view of its memory (keep
+/// the tensor alive while the record is used); for a device tensor a host copy
+/// the record owns (one device-to-host transfer, which waits for the device).
 template <class T, class S, class B>
 tensor_record record_of(std::string name, const tensor<T, S, B>& t) {
-  static_assert(B::host_accessible, "record_of: copy device tensors to the host first");
   static_assert(dtype_name<T>() != "?", "record_of: no safetensors dtype for this element type");
   const auto e = t.shape().extents();
-  return {std::move(name), std::string(dtype_name<T>()), {e.begin(), e.end()},
-          std::as_bytes(std::span<const T>(t.data(), t.size()))};
+  tensor_record r{std::move(name), std::string(dtype_name<T>()), {e.begin(), e.end()}, {}};
+  if constexpr (B::host_accessible) {
+    r.bytes = std::as_bytes(std::span<const T>(t.data(), t.size()));
+  } else {
+    static_assert(transferable<B, cpu>, "record_of: no transfer from this backend to the host");
+    auto host = std::make_shared<const tensor<T, S, cpu>>(t.template to<cpu>());
+    r.bytes = std::as_bytes(std::span<const T>(host->data(), host->size()));
+    r.owner = std::move(host);
+  }
+  return r;
 }
+
+namespace detail {
+/// Copies `bytes` of host memory into tensor memory of backend B (a memcpy on
+/// the host, a host-to-device transfer on a device).
+template <class B>
+void copy_from_host(std::span<const std::byte> bytes, void* dst) {
+  static_assert(transferable<cpu, B>, "load: no transfer from the host to this backend");
+  if (!bytes.empty()) transfer<cpu, B>::copy(bytes.data(), dst, bytes.size());
+}
+}  // namespace detail
 
 namespace detail {
 
@@ -599,14 +622,14 @@ void load_safetensors(const std::filesystem::path& path, M& model, bool allow_ex
   struct copy {
     std::span<const std::byte> from;
     void* to;
+    void (*write)(std::span<const std::byte>, void*);  // copy_from_host<the tensor's backend>
   };
   std::vector<copy> copies;
   std::unordered_set<std::string> wanted;
   auto plan_copy = [&](const std::string& name, const auto& t) {
     using X = std::remove_cvref_t<decltype(t)>;
-    static_assert(X::backend_type::host_accessible, "load_safetensors: load into a host model, then copy it");
     const tensor_record& r = file.expect(name, dtype_name<typename X::value_type>(), t.shape().extents());
-    copies.push_back({r.bytes, t.data()});
+    copies.push_back({r.bytes, t.data(), &detail::copy_from_host<typename X::backend_type>});
     wanted.insert(name);
   };
   visit_parameters(model, [&](const std::string& name, auto& p) { plan_copy(name, p.value()); });
@@ -615,18 +638,17 @@ void load_safetensors(const std::filesystem::path& path, M& model, bool allow_ex
     for (const auto& r : file.tensors)
       if (!wanted.contains(r.name))
         detail::safetensors_fail(path, r.name, "not a parameter of the model (pass allow_extra = true to ignore it)");
-  for (const auto& c : copies)
-    if (!c.from.empty()) std::memcpy(c.to, c.from.data(), c.from.size());
+  for (const auto& c : copies) c.write(c.from, c.to);
 }
 
-/// Copies a record into `dst` after checking its dtype and shape against dst
+/// Copies a record into `dst` (of any backend: device tensors get a
+/// host-to-device transfer) after checking its dtype and shape against dst
 /// (io_error naming the tensor otherwise): for optimizer state and the like.
 template <class T, class S, class B>
 void copy_into(const safetensors_data& file, std::string_view name, const tensor<T, S, B>& dst) {
-  static_assert(B::host_accessible, "copy_into: copy into a host tensor");
   const auto e = dst.shape().extents();
   const tensor_record& r = file.expect(name, dtype_name<T>(), e);
-  if (!r.bytes.empty()) std::memcpy(dst.data(), r.bytes.data(), r.bytes.size());
+  detail::copy_from_host<B>(r.bytes, dst.data());
 }
 
 }  // namespace moekit::io

@@ -88,7 +88,8 @@ var<T, shape<dyn, dyn>, B> patchify(const var<T, S, B>& images, std::size_t heig
                       std::to_string(width));
   const std::size_t n = images.extent(0);
   auto pixels = reshape(images, shape<dyn, dyn>{n * height * width, channels});         // (N·H·W, C)
-  auto gathered = moekit::detail::gather_rows("patchify", pixels, detail::patch_order(n, height, width, p));  // (N·H·W, C)
+  const auto order = detail::patch_order(n, height, width, p).template to<B>();  // built on the host, moved to B
+  auto gathered = moekit::detail::gather_rows("patchify", pixels, order);          // (N·H·W, C)
   return reshape(gathered, shape<dyn, dyn>{n * (height / p) * (width / p), p * p * channels});  // (N·S, p·p·C)
 }
 

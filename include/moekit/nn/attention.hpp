@@ -9,7 +9,10 @@
 // Masks are an additive constant (0 or −inf) on the scores: causal (query t
 // sees keys ≤ t) and/or key padding, per batch either a length (keys at
 // positions ≥ length are padding) or a flag per key (nonzero = padding, as
-// torch's key_padding_mask). A query whose keys are all masked attends to
+// torch's key_padding_mask). Key lengths must lie in [0, seq]: host masks are
+// checked (value_error); a device mask is not (that would need a sync), and
+// there a length outside the range masks no key (negative ones read as huge).
+// A query whose keys are all masked attends to
 // nothing: its attention weights are 0 (not NaN), so its attention output is 0
 // and the layer outputs out_proj's bias there; no gradient flows through it.
 //
@@ -23,6 +26,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <type_traits>
 
 #include "../autograd/ops/arithmetic.hpp"
 #include "../autograd/ops/layout.hpp"
@@ -35,11 +39,22 @@
 namespace moekit::nn {
 
 /// Which keys the queries of one call may not attend to. Undefined tensors mean "none".
+/// Build it on the host and pass it as is (a device layer checks and copies
+/// it), or move it with to<B>() once and reuse it.
 template <backend B = cpu>
 struct attention_mask {
   bool causal = false;                                     // query t sees keys 0..t only
   tensor<index_t, shape<dyn>, B> key_lengths{};            // (batch): keys at positions >= length are padding
   tensor<std::uint8_t, shape<dyn, dyn>, B> key_padding{};  // (batch, seq): nonzero = padding
+
+  /// The same mask on backend B2 (undefined tensors stay undefined).
+  template <backend B2>
+  attention_mask<B2> to() const {
+    attention_mask<B2> out{causal, {}, {}};
+    if (key_lengths.defined()) out.key_lengths = moekit::detail::to_backend<B2>(key_lengths);
+    if (key_padding.defined()) out.key_padding = moekit::detail::to_backend<B2>(key_padding);
+    return out;
+  }
 };
 
 struct attention_options {
@@ -153,6 +168,14 @@ class multi_head_attention {
     return reshape(out_proj_(merged), x.shape());
   }
 
+  /// A device layer given a host mask: the mask is checked on the host, then copied to B.
+  template <class S>
+    requires(!std::is_same_v<B, cpu>)
+  var<T, S, B> operator()(const var<T, S, B>& x, const attention_mask<cpu>& mask) const {
+    if (x.extent(2) == d_model()) check_mask(mask, x.extent(0), x.extent(1));  // else operator() names the shape
+    return (*this)(x, mask.template to<B>());
+  }
+
   std::size_t d_model() const noexcept { return q_proj_.in_features(); }
   std::size_t heads() const noexcept { return heads_; }
   std::size_t head_dim() const noexcept { return d_model() / heads_; }
@@ -201,16 +224,17 @@ class multi_head_attention {
     return transpose(by_feature);  // (batch, seq, d_model)
   }
 
-  /// The call's mask as a rule the mask functors apply; checks its shapes (and,
-  /// on the host, the lengths).
-  fn::attention_mask_rule mask_rule(const attention_mask<B>& m, std::size_t batch, std::size_t seq) const {
+  /// Checks the mask's shapes against x (batch, seq, d_model), and, where they
+  /// are on the host, its lengths.
+  template <class BM>
+  void check_mask(const attention_mask<BM>& m, std::size_t batch, std::size_t seq) const {
     const std::string x_shape = "(" + std::to_string(batch) + ", " + std::to_string(seq) + ", " +
                                 std::to_string(d_model()) + ")";
     if (m.key_lengths.defined()) {
       if (m.key_lengths.extent(0) != batch)
         throw shape_error("multi_head_attention: key_lengths " + m.key_lengths.shape().str() + " for x " + x_shape +
                           ": one length per batch row");
-      if constexpr (B::host_accessible)
+      if constexpr (BM::host_accessible)
         for (std::size_t b = 0; b < batch; ++b)
           if (m.key_lengths[b] < 0 || static_cast<std::size_t>(m.key_lengths[b]) > seq)
             throw value_error("multi_head_attention: key length " + std::to_string(m.key_lengths[b]) +
@@ -219,6 +243,11 @@ class multi_head_attention {
     if (m.key_padding.defined() && (m.key_padding.extent(0) != batch || m.key_padding.extent(1) != seq))
       throw shape_error("multi_head_attention: key_padding " + m.key_padding.shape().str() + " for x " + x_shape +
                         ": needs (batch, seq)");
+  }
+
+  /// The call's mask as a rule the mask functors apply, after check_mask.
+  fn::attention_mask_rule mask_rule(const attention_mask<B>& m, std::size_t batch, std::size_t seq) const {
+    check_mask(m, batch, seq);
     return {heads_, seq, m.causal || options_.causal, m.key_lengths.defined() ? m.key_lengths.data() : nullptr,
             m.key_padding.defined() ? m.key_padding.data() : nullptr};
   }

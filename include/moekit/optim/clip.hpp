@@ -3,6 +3,12 @@
 // when it exceeds max_norm, every gradient scaled by max_norm / (norm + 1e-6).
 // The norm is summed in double, in fixed-size blocks added in order, so it
 // does not depend on the thread count.
+//
+// On a device backend the blocks' sums of squares are reduced on the device
+// (in the gradients' type, each block in order), and the one host read of the
+// step brings those partial sums back to add them in double: clipping needs
+// the norm on the host to return it as a double, which costs one wait for the
+// device per call.
 #pragma once
 
 #include <algorithm>
@@ -44,16 +50,52 @@ double sum_squares(const T* x, std::size_t n) {
   return total;
 }
 
-/// The clipping itself, over whatever for_each(f) visits (views of one type).
-template <class ForEach>
+/// acc + x²: the fold of a sum of squares.
+struct add_square {
+  template <class T>
+  MOEKIT_HOST_DEVICE T operator()(T acc, T x) const {
+    return acc + x * x;
+  }
+};
+
+/// Σ x² over the gradients of device views: each gradient's blocks of 4096 are
+/// folded on the device into one partial array, which is read back once and
+/// added in double, block after block.
+template <class T, class B, class ForEach>
+double device_sum_squares(const ForEach& for_each) {
+  constexpr std::size_t block = 4096;
+  std::size_t blocks = 0;
+  for_each([&](const auto& p) {
+    if (p.grad.defined()) blocks += (p.grad.size() + block - 1) / block;
+  });
+  if (blocks == 0) return 0;
+  tensor<T, shape<dyn>, B> partial(shape<dyn>{blocks});  // (blocks)
+  std::size_t at = 0;
+  for_each([&](const auto& p) {
+    if (!p.grad.defined()) return;
+    const std::size_t n = p.grad.size(), full = n / block, tail = n - full * block;
+    kernels<B>::reduce_rows(full, block, p.grad.data(), partial.data() + at, T(0), add_square{});
+    if (tail) kernels<B>::reduce_rows(1, tail, p.grad.data() + full * block, partial.data() + at + full, T(0), add_square{});
+    at += full + (tail ? 1 : 0);
+  });
+  const auto host = partial.template to<cpu>();  // the one device-to-host read
+  double total = 0;
+  for (std::size_t i = 0; i < host.size(); ++i) total += static_cast<double>(host[i]);
+  return total;
+}
+
+/// The clipping itself, over whatever for_each(f) visits (parameter_view<T, B>s).
+template <class T, class B, class ForEach>
 double clip_views(const ForEach& for_each, double max_norm, const clip_options& o) {
   if (!(max_norm >= 0)) throw value_error("clip_grad_norm: max_norm = " + std::to_string(max_norm) + " must be >= 0");
   double squares = 0;
-  for_each([&](const auto& p) {
-    using B = typename std::remove_cvref_t<decltype(p.grad)>::backend_type;
-    static_assert(B::host_accessible, "clip_grad_norm: needs host-accessible gradients");
-    if (p.grad.defined()) squares += sum_squares(p.grad.data(), p.grad.size());
-  });
+  if constexpr (B::host_accessible) {
+    for_each([&](const parameter_view<T, B>& p) {
+      if (p.grad.defined()) squares += sum_squares(p.grad.data(), p.grad.size());
+    });
+  } else {
+    squares = device_sum_squares<T, B>(for_each);
+  }
   const double norm = std::sqrt(squares);
   if (o.error_if_nonfinite && !std::isfinite(norm))
     throw value_error("clip_grad_norm: the total gradient norm is " + std::to_string(norm) +
@@ -68,12 +110,12 @@ double clip_views(const ForEach& for_each, double max_norm, const clip_options& 
 /// Clips the gradients of `views` to global L2 norm max_norm; returns the norm before clipping.
 template <class T, class B>
 double clip_grad_norm(const std::vector<parameter_view<T, B>>& views, double max_norm, const clip_options& o = {}) {
-  return detail::clip_views([&](auto&& f) { for (const auto& p : views) f(p); }, max_norm, o);
+  return detail::clip_views<T, B>([&](auto&& f) { for (const auto& p : views) f(p); }, max_norm, o);
 }
 /// Clips the gradients of every parameter the optimizer updates.
 template <class T, class O, class B>
 double clip_grad_norm(const optimizer<T, O, B>& opt, double max_norm, const clip_options& o = {}) {
-  return detail::clip_views([&](auto&& f) { opt.for_each_param(f); }, max_norm, o);
+  return detail::clip_views<T, B>([&](auto&& f) { opt.for_each_param(f); }, max_norm, o);
 }
 /// Clips the gradients of every parameter of element type T under `model`:
 /// `clip_grad_norm<float>(model, 1.0)`.

@@ -206,6 +206,49 @@ class optimizer {
     steps_ = steps;
   }
 
+  /// Takes over the state of `from`, an optimizer of the same kind on any
+  /// backend (e.g. after nn::copy_state moved the model to the GPU): step
+  /// counts, buffers (copied to this optimizer's backend) and each group's
+  /// options and base lr, so the next step() continues `from`'s run exactly.
+  /// The groups must list the same parameters (names and sizes) in the same
+  /// order; value_error / shape_error naming the parameter otherwise, and then
+  /// nothing is changed.
+  template <backend B2>
+  void copy_state_from(const optimizer<T, Options, B2>& from) {
+    const std::string op = std::string(Options::name) + ": copy_state";
+    if (from.groups_.size() != groups_.size())
+      throw value_error(op + ": " + std::to_string(from.groups_.size()) + " parameter groups in the source, " +
+                        std::to_string(groups_.size()) + " here");
+    for (std::size_t g = 0; g < groups_.size(); ++g) {
+      const auto& src = from.groups_[g].params;
+      const auto& dst = groups_[g].params;
+      if (src.size() != dst.size())
+        throw value_error(op + ": group " + std::to_string(g) + " has " + std::to_string(src.size()) +
+                          " parameters in the source, " + std::to_string(dst.size()) + " here");
+      for (std::size_t i = 0; i < dst.size(); ++i) {
+        if (src[i].name != dst[i].name)
+          throw value_error(op + ": parameter '" + dst[i].name + "' (group " + std::to_string(g) + ", position " +
+                            std::to_string(i) + ") is '" + src[i].name + "' in the source");
+        if (src[i].value.size() != dst[i].value.size())
+          throw shape_error(op + ": parameter '" + dst[i].name + "' has " + std::to_string(src[i].value.size()) +
+                            " elements in the source, " + std::to_string(dst[i].value.size()) + " here");
+      }
+    }
+    std::vector<std::vector<state_type>> state(from.state_.size());
+    for (std::size_t g = 0; g < state.size(); ++g)
+      for (const auto& s : from.state_[g]) {
+        state_type& c = state[g].emplace_back();
+        c.step = s.step;
+        for (const auto& b : s.buffers) c.buffers.push_back(b.defined() ? moekit::detail::copy_to_backend<B>(b) : tensor<T, shape<dyn>, B>{});
+      }
+    state_ = std::move(state);
+    for (std::size_t g = 0; g < groups_.size(); ++g) {
+      groups_[g].options = from.groups_[g].options;
+      groups_[g].base_lr = from.groups_[g].base_lr;
+    }
+    steps_ = from.steps_;
+  }
+
  protected:
   ~optimizer() = default;
 
@@ -237,7 +280,17 @@ class optimizer {
   std::vector<std::vector<state_type>> state_;  // [group][parameter], parallel to groups_
   std::unordered_set<const T*> owned_;          // parameters already in a group
   std::size_t steps_ = 0;
+
+  template <class, class, backend>
+  friend class optimizer;
 };
+
+/// Copies the optimizer state of `from` into `to` (same optimizer kind, same
+/// parameters, any two backends): see optimizer::copy_state_from.
+template <class T, class O, class BF, class BT>
+void copy_state(const optimizer<T, O, BF>& from, optimizer<T, O, BT>& to) {
+  to.copy_state_from(from);
+}
 
 /// Sets every group's learning rate to factor × its base learning rate.
 template <class T, class O, class B>

@@ -38,19 +38,29 @@ void print_axis(std::ostream& os, const tensor<T, S, B>& x, std::size_t axis, st
   }
   os << ']';
 }
-}  // namespace detail
-
-/// Writes `tensor<F32, (2, 3), cpu>` and the values.
+/// The values of a host tensor, nested brackets per axis.
 template <class T, class S, class B>
-std::ostream& print(std::ostream& os, const tensor<T, S, B>& x, const print_options& opt = {}) {
-  static_assert(B::host_accessible, "print: copy device tensors to the host first");
-  os << "tensor<" << dtype_name<T>() << ", " << x.shape().str() << ", " << B::name << ">\n";
-  if (!x.defined()) return os << "(undefined)\n";
+std::ostream& print_values(std::ostream& os, const tensor<T, S, B>& x, const print_options& opt) {
   std::ostringstream body;
   body << std::setprecision(opt.precision);
   if constexpr (S::rank() == 0) body << x[0];
-  else detail::print_axis(body, x, 0, 0, opt);
+  else print_axis(body, x, 0, 0, opt);
   return os << body.str() << '\n';
+}
+}  // namespace detail
+
+/// Writes `tensor<F32, (2, 3), cpu>` and the values. A device tensor is
+/// copied to the host first (one device-to-host transfer, which waits for it).
+template <class T, class S, class B>
+std::ostream& print(std::ostream& os, const tensor<T, S, B>& x, const print_options& opt = {}) {
+  os << "tensor<" << dtype_name<T>() << ", " << x.shape().str() << ", " << B::name << ">\n";
+  if (!x.defined()) return os << "(undefined)\n";
+  if constexpr (!B::host_accessible) {
+    static_assert(transferable<B, cpu>, "print: no transfer from this backend to the host");
+    return detail::print_values(os, x.template to<cpu>(), opt);
+  } else {
+    return detail::print_values(os, x, opt);
+  }
 }
 
 template <class T, class S, class B>

@@ -14,6 +14,7 @@
 
 #include <array>
 #include <cmath>
+#include <concepts>
 #include <cstddef>
 #include <string>
 
@@ -40,6 +41,12 @@ struct probabilities {
 template <class T, class S, class B>
 probabilities(tensor<T, S, B>) -> probabilities<T, S, B>;
 
+/// Where class labels of a loss on backend B may live: on B, or on the host
+/// (validated there, then copied to B: the usual case for a device model fed
+/// host batches).
+template <class BL, class B>
+concept label_backend = std::same_as<BL, B> || (std::same_as<BL, cpu> && transferable<cpu, B>);
+
 namespace detail {
 
 /// A var that never requires grad: lets one code path take a tensor or a var.
@@ -61,7 +68,7 @@ var<T, loss_shape_t<R, loss_rows_t<S>>, B> label_loss(const char* op, const var<
   std::array<tensor<T, scalar_shape, B>, K> weight;
   fn::nll_rows<T, K> rows_fn{logp.data(), row_sum.data(), x.extent(1), eps, ignore, {}};
   for (std::size_t k = 0; k < K; ++k) {
-    weight[k] = loss_label_weight<R>(labels[k], ignore, lambda[k]);
+    weight[k] = loss_label_weight<R>(labels[k], ignore, x.extent(1), lambda[k]);
     rows_fn.sets[k] = {labels[k].data(), weight[k].data()};
   }
   auto rows = generate_loss<T, B>(loss_rows(x.shape()), rows_fn);  // (N)
@@ -81,13 +88,14 @@ var<T, loss_shape_t<R, loss_rows_t<S>>, B> label_loss(const char* op, const var<
   }
 }
 
-/// Checked labels, seen as (N) whatever their static extent, so label sets of
-/// different shape types share one array.
-template <class SX, class SY, class B>
-tensor<index_t, shape<dyn>, B> checked_labels(const char* op, const SX& logits, const tensor<index_t, SY, B>& labels,
+/// Checked labels on the loss's backend B, seen as (N) whatever their static
+/// extent, so label sets of different shape types share one array. Host labels
+/// for a device loss are range-checked on the host, then copied to B.
+template <class B, class SX, class SY, class BL>
+tensor<index_t, shape<dyn>, B> checked_labels(const char* op, const SX& logits, const tensor<index_t, SY, BL>& labels,
                                               index_t ignore) {
   check_loss_labels(op, logits, labels, ignore);
-  return labels.reshape(shape<dyn>{labels.size()});
+  return labels.reshape(shape<dyn>{labels.size()}).template to<B>();
 }
 
 /// Student and teacher (N, C) of one shape, and a usable temperature.
@@ -134,45 +142,47 @@ var<T, loss_shape_t<R, loss_rows_t<S>>, B> distill_kl(const var<T, S, B>& studen
 /// row i adds (1-ε)(-log p_i[y_i]) + ε · mean_c(-log p_i[c]), p_i = softmax(logits_i);
 /// rows labelled ignore_index add 0 and are not counted by mean. If every row is
 /// ignored, mean is 0 (PyTorch returns NaN there, from 0/0).
-/// (N, C) logits, (N) labels -> scalar, or (N) for reduction::none.
-template <reduction R = reduction::mean, class T, class S, class SY, class B>
+/// (N, C) logits, (N) labels (on the logits' backend, or on the host) -> scalar,
+/// or (N) for reduction::none.
+template <reduction R = reduction::mean, class T, class S, class SY, class B, label_backend<B> BL>
 var<T, loss_shape_t<R, detail::loss_rows_t<S>>, B> cross_entropy(const var<T, S, B>& logits,
-                                                                 const tensor<index_t, SY, B>& labels,
+                                                                 const tensor<index_t, SY, BL>& labels,
                                                                  const cross_entropy_options& opt = {}) {
   const char* op = "cross_entropy";
   detail::check_loss_ratio(op, "label_smoothing", opt.label_smoothing);
   return detail::label_loss<R, true, 1>(op, logits,
-                                        {detail::checked_labels(op, logits.shape(), labels, opt.ignore_index)},
+                                        {detail::checked_labels<B>(op, logits.shape(), labels, opt.ignore_index)},
                                         {T(1)}, static_cast<T>(opt.label_smoothing), opt.ignore_index);
 }
 
 /// MixUp / CutMix: λ · cross_entropy(logits, labels_a) + (1-λ) · cross_entropy(logits, labels_b),
 /// each term with its own ignored rows and mean denominator; one tape node.
-template <reduction R = reduction::mean, class T, class S, class SA, class SB, class B>
+template <reduction R = reduction::mean, class T, class S, class SA, class SB, class B, label_backend<B> BA,
+          label_backend<B> BB>
 var<T, loss_shape_t<R, detail::loss_rows_t<S>>, B> cross_entropy_mix(const var<T, S, B>& logits,
-                                                                     const tensor<index_t, SA, B>& labels_a,
-                                                                     const tensor<index_t, SB, B>& labels_b,
+                                                                     const tensor<index_t, SA, BA>& labels_a,
+                                                                     const tensor<index_t, SB, BB>& labels_b,
                                                                      std::type_identity_t<T> lambda,
                                                                      const cross_entropy_options& opt = {}) {
   const char* op = "cross_entropy_mix";
   detail::check_loss_ratio(op, "label_smoothing", opt.label_smoothing);
   detail::check_loss_ratio(op, "lambda", static_cast<double>(lambda));
   return detail::label_loss<R, true, 2>(op, logits,
-                                        {detail::checked_labels(op, logits.shape(), labels_a, opt.ignore_index),
-                                         detail::checked_labels(op, logits.shape(), labels_b, opt.ignore_index)},
+                                        {detail::checked_labels<B>(op, logits.shape(), labels_a, opt.ignore_index),
+                                         detail::checked_labels<B>(op, logits.shape(), labels_b, opt.ignore_index)},
                                         {lambda, T(1) - lambda}, static_cast<T>(opt.label_smoothing),
                                         opt.ignore_index);
 }
 
 /// torch.nn.functional.nll_loss(log_probs, labels, ignore_index): row i adds
 /// -log_probs[i, y_i]; ignored rows as in cross_entropy.
-template <reduction R = reduction::mean, class T, class S, class SY, class B>
+template <reduction R = reduction::mean, class T, class S, class SY, class B, label_backend<B> BL>
 var<T, loss_shape_t<R, detail::loss_rows_t<S>>, B> nll(const var<T, S, B>& log_probs,
-                                                       const tensor<index_t, SY, B>& labels,
+                                                       const tensor<index_t, SY, BL>& labels,
                                                        const nll_options& opt = {}) {
   const char* op = "nll";
   return detail::label_loss<R, false, 1>(op, log_probs,
-                                         {detail::checked_labels(op, log_probs.shape(), labels, opt.ignore_index)},
+                                         {detail::checked_labels<B>(op, log_probs.shape(), labels, opt.ignore_index)},
                                          {T(1)}, T(0), opt.ignore_index);
 }
 

@@ -9,10 +9,13 @@
 #include "gather.hpp"
 #include "gemm.hpp"
 #include "gemm_grouped.hpp"
+#include "grouped_rows.hpp"
 #include "histogram.hpp"
 #include "map.hpp"
 #include "norm.hpp"
 #include "reduce.hpp"
+#include "reduce_axis.hpp"
+#include "routing.hpp"
 #include "scan.hpp"
 #include "softmax.hpp"
 #include "sort.hpp"
@@ -25,8 +28,10 @@ namespace moekit {
 template <>
 struct kernels<cpu> : detail::cpu_gemm,
                       detail::cpu_gemm_grouped,
+                      detail::cpu_grouped_rows,
                       detail::cpu_map,
                       detail::cpu_reduce,
+                      detail::cpu_reduce_axis,
                       detail::cpu_softmax,
                       detail::cpu_norm,
                       detail::cpu_batch_norm,
@@ -37,6 +42,7 @@ struct kernels<cpu> : detail::cpu_gemm,
                       detail::cpu_scan,
                       detail::cpu_copy,
                       detail::cpu_transpose,
-                      detail::cpu_sparse {};
+                      detail::cpu_sparse,
+                      detail::cpu_routing {};
 
 }  // namespace moekit

@@ -1,6 +1,8 @@
 // moekit/tensor/ops/grouped.hpp — ops over row segments ("groups"): rows
 // [offsets[g], offsets[g+1]) of a tensor belong to group g (an expert), whose
-// parameters are the g-th slice of a stacked tensor (G, ...).
+// parameters are the g-th slice of a stacked tensor (G, ...). The offsets live
+// on the rows' backend: on a device they come from the routing and the host
+// never reads them.
 #pragma once
 
 #include <cstddef>
@@ -13,29 +15,40 @@
 
 namespace moekit {
 
-/// Group boundaries: (G + 1) non-decreasing row offsets starting at 0.
-using offsets_tensor = tensor<index_t, shape<dyn>, cpu>;
+/// Group boundaries: (G + 1) non-decreasing row offsets from 0 to the row count, on backend B.
+template <backend B = cpu>
+using group_offsets = tensor<index_t, shape<dyn>, B>;
+/// Group boundaries on the host.
+using offsets_tensor = group_offsets<cpu>;
 
 namespace detail {
-/// Checks offsets against `groups` groups over `rows` rows; throws value_error naming `op`.
-inline void check_offsets(const char* op, const offsets_tensor& offsets, std::size_t groups, std::size_t rows) {
+/// Checks offsets against `groups` groups over `rows` rows; throws value_error
+/// naming `op`. Their count is always checked, their values only where the
+/// host can read them: device offsets come from moekit's own routing (an
+/// exclusive scan of per-expert counts, so non-decreasing from 0 to the row
+/// count by construction), and reading them here would wait for the device
+/// in every grouped op.
+template <class B>
+void check_offsets(const char* op, const group_offsets<B>& offsets, std::size_t groups, std::size_t rows) {
   const std::string name(op);
   if (offsets.size() != groups + 1)
     throw value_error(name + ": " + std::to_string(offsets.size()) + " offsets for " + std::to_string(groups) +
                       " groups (need groups + 1)");
-  if (offsets[0] != 0 || static_cast<std::size_t>(offsets[groups]) != rows)
-    throw value_error(name + ": offsets must run from 0 to the row count " + std::to_string(rows) + ", got " +
-                      std::to_string(offsets[0]) + " .. " + std::to_string(offsets[groups]));
-  for (std::size_t g = 0; g < groups; ++g)
-    if (offsets[g + 1] < offsets[g])
-      throw value_error(name + ": offsets decrease at group " + std::to_string(g));
+  if constexpr (B::host_accessible) {
+    if (offsets[0] != 0 || static_cast<std::size_t>(offsets[groups]) != rows)
+      throw value_error(name + ": offsets must run from 0 to the row count " + std::to_string(rows) + ", got " +
+                        std::to_string(offsets[0]) + " .. " + std::to_string(offsets[groups]));
+    for (std::size_t g = 0; g < groups; ++g)
+      if (offsets[g + 1] < offsets[g])
+        throw value_error(name + ": offsets decrease at group " + std::to_string(g));
+  }
 }
 }  // namespace detail
 
 /// (A, k) rows grouped by `offsets`, times the stacked w (G, k, n) — or
 /// (G, n, k) read transposed when TransW — gives (A, n).
 template <bool TransW = false, class T, class SX, class SW, class B>
-auto grouped_matmul(const tensor<T, SX, B>& x, const tensor<T, SW, B>& w, const offsets_tensor& offsets) {
+auto grouped_matmul(const tensor<T, SX, B>& x, const tensor<T, SW, B>& w, const group_offsets<B>& offsets) {
   static_assert(SX::rank() == 2 && SW::rank() == 3, "grouped_matmul: x must be (rows, k) and w (groups, k, n)");
   constexpr std::size_t wk = TransW ? 2 : 1, wn = TransW ? 1 : 2;
   static_assert(inner_dims_match<SX::static_extent(1), SW::static_extent(wk)>::value,
@@ -54,7 +67,7 @@ auto grouped_matmul(const tensor<T, SX, B>& x, const tensor<T, SW, B>& w, const 
 /// Per group g: a_gᵀ · d_g, stacked: (A, m) and (A, n) give (G, m, n).
 template <class WShape, class T, class SA, class SD, class B>
 tensor<T, WShape, B> grouped_matmul_reduce(const tensor<T, SA, B>& a, const tensor<T, SD, B>& d,
-                                           const offsets_tensor& offsets, const WShape& w_shape) {
+                                           const group_offsets<B>& offsets, const WShape& w_shape) {
   const std::size_t groups = w_shape.extent(0), m = a.extent(1), n = d.extent(1);
   tensor<T, WShape, B> out(w_shape);
   kernels<B>::gemm_grouped_reduce(groups, offsets.data(), m, n, T(1), a.data(), d.data(), T(0), out.data(), m * n);
@@ -65,7 +78,7 @@ namespace detail {
 /// Checks h (A, n) against per-group rows b (G, n) and offsets; throws naming `op`.
 template <class T, class SH, class SB, class B>
 void check_grouped_rows(const char* op, const tensor<T, SH, B>& h, const tensor<T, SB, B>& b,
-                        const offsets_tensor& offsets) {
+                        const group_offsets<B>& offsets) {
   static_assert(SH::rank() == 2 && SB::rank() == 2, "grouped rows: h must be (rows, n) and b (groups, n)");
   if (h.extent(1) != b.extent(1)) shape_mismatch(op, h.shape().str(), " with ", b.shape().str(), "row lengths differ");
   check_offsets(op, offsets, b.extent(0), h.extent(0));
@@ -74,21 +87,19 @@ void check_grouped_rows(const char* op, const tensor<T, SH, B>& h, const tensor<
 /// out[r] = f(h[r], b[g]) for every row r of group g.
 template <class F, class T, class SH, class SB, class B>
 tensor<T, SH, B> map_grouped_rows(const char* op, const tensor<T, SH, B>& h, const tensor<T, SB, B>& b,
-                                  const offsets_tensor& offsets, F f) {
+                                  const group_offsets<B>& offsets, F f) {
   check_grouped_rows(op, h, b, offsets);
-  const std::size_t n = h.extent(1);
   tensor<T, SH, B> out(h.shape());
-  for (std::size_t g = 0; g < b.extent(0); ++g) {
-    const auto begin = static_cast<std::size_t>(offsets[g]), rows = static_cast<std::size_t>(offsets[g + 1]) - begin;
-    kernels<B>::map_rows(rows, n, out.data() + begin * n, f, h.data() + begin * n, b.data() + g * n);
-  }
+  kernels<B>::map_grouped_rows(h.extent(0), b.extent(0), offsets.data(), h.extent(1), out.data(), f, h.data(),
+                               b.data());
   return out;
 }
 }  // namespace detail
 
 /// h[r] + b[g] for every row r of group g: h (A, n), b (G, n).
 template <class T, class SH, class SB, class B>
-tensor<T, SH, B> add_grouped_rows(const tensor<T, SH, B>& h, const tensor<T, SB, B>& b, const offsets_tensor& offsets) {
+tensor<T, SH, B> add_grouped_rows(const tensor<T, SH, B>& h, const tensor<T, SB, B>& b,
+                                  const group_offsets<B>& offsets) {
   return detail::map_grouped_rows("add_grouped_rows", h, b, offsets, fn::add{});
 }
 
@@ -96,7 +107,7 @@ tensor<T, SH, B> add_grouped_rows(const tensor<T, SH, B>& h, const tensor<T, SB,
 /// and activation epilogue of a grouped GEMM. h (A, n), b (G, n).
 template <class F, class T, class SH, class SB, class B>
 tensor<T, SH, B> grouped_bias_activation(const tensor<T, SH, B>& h, const tensor<T, SB, B>& b,
-                                         const offsets_tensor& offsets, F f) {
+                                         const group_offsets<B>& offsets, F f) {
   return detail::map_grouped_rows("grouped_bias_activation", h, b, offsets, fn::biased<F>{f});
 }
 
@@ -107,7 +118,7 @@ template <class DF, class T, class SH, class SB, class SD, class B>
 std::pair<tensor<T, SH, B>, tensor<T, SB, B>> grouped_bias_activation_backward(const tensor<T, SH, B>& h,
                                                                                const tensor<T, SB, B>& b,
                                                                                const tensor<T, SD, B>& dy,
-                                                                               const offsets_tensor& offsets, DF df,
+                                                                               const group_offsets<B>& offsets, DF df,
                                                                                bool want_db = true) {
   detail::check_grouped_rows("grouped_bias_activation_backward", h, b, offsets);
   if (dy.extent(0) != h.extent(0) || dy.extent(1) != h.extent(1))
@@ -123,14 +134,10 @@ std::pair<tensor<T, SH, B>, tensor<T, SB, B>> grouped_bias_activation_backward(c
 
 /// Column sums of each group's rows, stacked: dy (A, n) gives (G, n).
 template <class BShape, class T, class S, class B>
-tensor<T, BShape, B> grouped_column_sums(const tensor<T, S, B>& dy, const offsets_tensor& offsets,
+tensor<T, BShape, B> grouped_column_sums(const tensor<T, S, B>& dy, const group_offsets<B>& offsets,
                                          const BShape& b_shape) {
-  const std::size_t n = dy.extent(1);
   tensor<T, BShape, B> out(b_shape);
-  for (std::size_t g = 0; g < b_shape.extent(0); ++g) {
-    const auto begin = static_cast<std::size_t>(offsets[g]), rows = static_cast<std::size_t>(offsets[g + 1]) - begin;
-    kernels<B>::reduce_cols(rows, n, dy.data() + begin * n, out.data() + g * n, T(0), fn::add{});
-  }
+  kernels<B>::grouped_column_sums(b_shape.extent(0), offsets.data(), dy.extent(1), dy.data(), out.data());
   return out;
 }
 

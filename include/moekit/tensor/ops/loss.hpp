@@ -34,6 +34,15 @@ using loss_shape_t = std::conditional_t<R == reduction::none, RowShape, scalar_s
 
 namespace fn {
 
+/// Whether label y adds to the loss: not ignore_index and a class in [0, cols).
+/// Host labels are validated before any kernel runs (value_error); device
+/// labels cannot be without a device-to-host copy, so there an out-of-range
+/// label is treated like ignore_index (adds nothing, leaves mean's
+/// denominator) instead of being read out of bounds.
+MOEKIT_HOST_DEVICE inline bool label_counts(index_t y, index_t ignore, std::size_t cols) {
+  return y != ignore && y >= 0 && static_cast<std::size_t>(y) < cols;
+}
+
 /// One set of class labels and its weight in the loss: a device scalar, so
 /// that `mean`'s data-dependent denominator (rows not ignored) stays on the device.
 template <class T>
@@ -57,7 +66,7 @@ struct nll_rows {
     T out = 0;
     for (std::size_t k = 0; k < K; ++k) {
       const index_t y = sets[k].labels[i];
-      if (y == ignore) continue;
+      if (!label_counts(y, ignore, cols)) continue;
       T row = (T(1) - eps) * logp[i * cols + static_cast<std::size_t>(y)];
       if (eps != T(0)) row += eps / static_cast<T>(cols) * row_sum[i];
       out -= *sets[k].weight * row;
@@ -82,7 +91,7 @@ struct cross_entropy_backward {
     T out = 0;
     for (std::size_t k = 0; k < K; ++k) {
       const index_t y = sets[k].labels[i];
-      if (y == ignore) continue;
+      if (!label_counts(y, ignore, cols)) continue;
       const T target = eps / static_cast<T>(cols) + (c == static_cast<std::size_t>(y) ? T(1) - eps : T(0));
       out += *sets[k].weight * g * (p - target);
     }
@@ -100,17 +109,18 @@ struct nll_backward {
   MOEKIT_HOST_DEVICE T operator()(std::size_t f) const {
     const std::size_t i = f / cols;
     const index_t y = set.labels[i];
-    if (y == ignore || f % cols != static_cast<std::size_t>(y)) return T(0);
+    if (!label_counts(y, ignore, cols) || f % cols != static_cast<std::size_t>(y)) return T(0);
     return -*set.weight * dy[i * dy_stride];
   }
 };
 
-/// 1 where the label is kept, 0 where it is ignore_index.
+/// 1 where the label counts (label_counts), 0 where it is ignore_index.
 template <class T>
 struct kept_label {
   const index_t* labels;
   index_t ignore;
-  MOEKIT_HOST_DEVICE T operator()(std::size_t i) const { return labels[i] == ignore ? T(0) : T(1); }
+  std::size_t cols;
+  MOEKIT_HOST_DEVICE T operator()(std::size_t i) const { return label_counts(labels[i], ignore, cols) ? T(1) : T(0); }
 };
 
 /// λ / kept for mean: 0 when every row is ignored (PyTorch would give NaN).
@@ -239,7 +249,10 @@ void check_loss_classes(const char* op, const S& s) {
 
 /// Logits (N, C) and labels (N): row counts agree and every label is in [0, C)
 /// or ignore_index. Labels are validated where they are host-accessible; on a
-/// device that check would need a device-to-host copy, which no op hides.
+/// device that check would need a device-to-host copy, which no op hides, so
+/// the loss functors skip out-of-range device labels (fn::label_counts).
+/// Validate device labels on the host before moving them, or pass host labels
+/// (the loss overloads taking cpu labels check and then move them).
 template <class SX, class SY, class B>
 void check_loss_labels(const char* op, const SX& logits, const tensor<index_t, SY, B>& labels, index_t ignore) {
   static_assert(SY::rank() == 1, "loss: labels must be (rows)");
@@ -265,14 +278,15 @@ inline void check_loss_ratio(const char* op, const char* what, double v) {
     throw value_error(std::string(op) + ": " + what + " must be in [0, 1], got " + std::to_string(v));
 }
 
-/// The weight of one label set's rows: λ / (rows not ignored) for mean, λ otherwise.
+/// The weight of one label set's rows: λ / (rows whose label counts) for mean, λ otherwise.
 template <reduction R, class T, class SY, class B>
-tensor<T, scalar_shape, B> loss_label_weight(const tensor<index_t, SY, B>& labels, index_t ignore, T lambda) {
+tensor<T, scalar_shape, B> loss_label_weight(const tensor<index_t, SY, B>& labels, index_t ignore, std::size_t cols,
+                                             T lambda) {
   if constexpr (R != reduction::mean) {
     return full<T, B>(scalar_shape{}, lambda);
   } else {
     tensor<T, SY, B> kept(labels.shape());  // (N)
-    kernels<B>::generate(kept.size(), kept.data(), fn::kept_label<T>{labels.data(), ignore});
+    kernels<B>::generate(kept.size(), kept.data(), fn::kept_label<T>{labels.data(), ignore, cols});
     return map(sum(kept), fn::mean_weight<T>{lambda});
   }
 }

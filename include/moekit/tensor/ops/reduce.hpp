@@ -8,6 +8,7 @@
 
 #include "../tensor.hpp"
 #include "elementwise.hpp"
+#include "expand.hpp"
 #include "functors.hpp"
 
 namespace moekit {
@@ -23,12 +24,9 @@ tensor<T, drop_axis_t<Axis, S>, B> reduce_axis(const tensor<T, S, B>& x, T init,
   for (std::size_t i = 0, j = 0; i < S::rank(); ++i)
     if (i != Axis) out_ext[j++] = ext[i];
   tensor<T, R, B> out(R::from_extents(out_ext));
-  if (inner == 1) {
-    kernels<B>::reduce_rows(outer, n, x.data(), out.data(), init, op);
-  } else {
-    for (std::size_t o = 0; o < outer; ++o)
-      kernels<B>::reduce_cols(n, inner, x.data() + o * n * inner, out.data() + o * inner, init, op);
-  }
+  if (inner == 1) kernels<B>::reduce_rows(outer, n, x.data(), out.data(), init, op);
+  else if (outer == 1) kernels<B>::reduce_cols(n, inner, x.data(), out.data(), init, op);
+  else kernels<B>::reduce_middle(outer, n, inner, x.data(), out.data(), init, op);  // one launch, not `outer`
   return out;
 }
 }  // namespace detail
@@ -54,15 +52,8 @@ tensor<T, drop_axis_t<Axis, S>, B> variance(const tensor<T, S, B>& x, std::size_
   const std::size_t n = x.extent(Axis);
   if (n <= correction) throw value_error("variance: " + std::to_string(n) + " values with correction " +
                                          std::to_string(correction));
-  auto m = mean<Axis>(x);
-  auto [outer, len, inner] = split_at(x.shape(), Axis);
-  tensor<T, S, B> d(x.shape());  // (x - mean)^2, mean broadcast along Axis
-  for (std::size_t o = 0; o < outer; ++o)
-    for (std::size_t i = 0; i < len; ++i)
-      for (std::size_t j = 0; j < inner; ++j) {
-        const T v = x[(o * len + i) * inner + j] - m[o * inner + j];
-        d[(o * len + i) * inner + j] = v * v;
-      }
+  auto centred = x - expand<Axis>(mean<Axis>(x), x.shape());  // x - mean, the mean repeated along Axis
+  auto d = map(centred, fn::square{});                        // (x - mean)²
   return sum<Axis>(d) * (T(1) / static_cast<T>(n - correction));
 }
 
