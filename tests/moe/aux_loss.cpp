@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -16,6 +17,16 @@
 using namespace moekit;
 
 namespace {
+
+// Counts as the losses take them: an index tensor (n).
+tensor<index_t, shape<dyn>> counts_of(std::initializer_list<index_t> v) {
+  return from_values<index_t>(shape<dyn>{v.size()}, v);
+}
+tensor<index_t, shape<dyn>> counts_of(const std::vector<std::size_t>& v) {
+  tensor<index_t, shape<dyn>> c(shape<dyn>{v.size()});
+  for (std::size_t i = 0; i < v.size(); ++i) c[i] = static_cast<index_t>(v[i]);
+  return c;
+}
 
 // softmax of one row, in double.
 std::vector<double> softmax_row(const std::vector<double>& z) {
@@ -34,7 +45,7 @@ TEST_CASE("load_balance_loss = E · Σ_e f_e · mean_t P[t, e]", "[moe][aux_loss
   const tensor<double, shape<3, 2>> probs = from_values<double>(shape<3, 2>{}, {0.7, 0.3, 0.6, 0.4, 0.2, 0.8});
   tape t;
   auto p = t.variable(probs);
-  auto loss = moe::load_balance_loss(p, {3, 1}, 4);
+  auto loss = moe::load_balance_loss(p, counts_of({3, 1}), 4);
   // f = (3/4, 1/4); mean P = (0.5, 0.5): 2 · (0.75 · 0.5 + 0.25 · 0.5) = 1.
   REQUIRE(loss.value()[0] == Approx(1.0));
   t.backward(loss);
@@ -47,9 +58,9 @@ TEST_CASE("load_balance_loss = E · Σ_e f_e · mean_t P[t, e]", "[moe][aux_loss
   // Unbalanced probabilities agreeing with unbalanced counts cost more than 1.
   tape t2;
   auto q = t2.variable(from_values<double>(shape<dyn, dyn>{2, 2}, {0.9, 0.1, 0.8, 0.2}));
-  REQUIRE(moe::load_balance_loss(q, {2, 0}, 2).value()[0] == Approx(2.0 * (1.0 * 0.85)));
+  REQUIRE(moe::load_balance_loss(q, counts_of({2, 0}), 2).value()[0] == Approx(2.0 * (1.0 * 0.85)));
   // No assignments: f = 0, the loss is 0.
-  REQUIRE(moe::load_balance_loss(q, {0, 0}, 0).value()[0] == 0.0);
+  REQUIRE(moe::load_balance_loss(q, counts_of({0, 0}), 0).value()[0] == 0.0);
 }
 
 TEST_CASE("z_loss = mean_t logsumexp(logits_t)²", "[moe][aux_loss]") {
@@ -86,7 +97,7 @@ TEST_CASE("sequence_balance_loss = mean_b Σ_e ce[b, e] · mean_s P[b, s, e]", "
                                            0, 0, 2};  // seq 1: both chose expert 2
   tape t;
   auto p = t.variable(from_values<double>(shape<dyn, 3>{4}, probs));
-  auto loss = moe::sequence_balance_loss(p, counts, 2, 1);
+  auto loss = moe::sequence_balance_loss(p, counts_of(counts), 2, 1);
   // ce[b, e] = count · E / (S · k) = count · 3 / 2.
   double expected = 0;
   for (std::size_t b = 0; b < 2; ++b)
@@ -103,6 +114,31 @@ TEST_CASE("sequence_balance_loss = mean_b Σ_e ce[b, e] · mean_s P[b, s, e]", "
     for (std::size_t s = 0; s < 2; ++s)
       for (std::size_t e = 0; e < 3; ++e)
         REQUIRE(p.grad()(b * 2 + s, e) == Approx(double(counts[b * 3 + e]) * 1.5 / 4).margin(1e-15));
+}
+
+TEST_CASE("expert_counts and sequence_expert_counts count a top-k choice", "[moe][aux_loss]") {
+  // T = 4 tokens (2 sequences of 2), k = 2, E = 3.
+  const auto idx = from_values<index_t>(shape<dyn, 2>{4}, {0, 2,   // seq 0
+                                                          2, 1,
+                                                          1, 0,   // seq 1
+                                                          1, 2});
+  const auto counts = moe::expert_counts(idx, 3);
+  REQUIRE(std::vector<index_t>(counts.data(), counts.data() + 3) == std::vector<index_t>{2, 3, 3});
+  const auto per_seq = moe::sequence_expert_counts(idx, 3, 2);
+  REQUIRE(std::vector<index_t>(per_seq.data(), per_seq.data() + 6) == std::vector<index_t>{1, 1, 2, 1, 2, 1});
+  // On a device backend the same counts (read back through to<cpu>()).
+  const auto on_device = moe::sequence_expert_counts(idx.to<emulated_device>(), 3, 2).to<cpu>();
+  REQUIRE(std::vector<index_t>(on_device.data(), on_device.data() + 6) == std::vector<index_t>{1, 1, 2, 1, 2, 1});
+}
+
+TEST_CASE("balance losses: the counts must match the experts", "[moe][aux_loss][errors]") {
+  tape t;
+  auto p = t.variable(from_values<double>(shape<dyn, 2>{2}, {0.5, 0.5, 0.4, 0.6}));
+  REQUIRE_THROWS_AS(moe::load_balance_loss(p, counts_of({1, 1, 0}), 2), value_error);
+  REQUIRE_THROWS_WITH(moe::load_balance_loss(p, counts_of({1, 1, 0}), 2),
+                      Catch::Contains("load_balance_loss") && Catch::Contains("3 counts"));
+  REQUIRE_THROWS_WITH(moe::sequence_balance_loss(p, counts_of({1, 1}), 1, 1),
+                      Catch::Contains("sequence_balance_loss") && Catch::Contains("need 4"));
 }
 
 TEST_CASE("add_auxiliary_loss passes y through and sends 1 into aux", "[moe][aux_loss]") {
@@ -175,7 +211,7 @@ TEST_CASE("top_k_router adds the weighted load-balance term and its gradient rea
   REQUIRE(plan.aux_terms.size() == 1);
   REQUIRE(plan.aux_terms[0].name == "load_balance");
   REQUIRE(plan.aux_terms[0].weight == weight);
-  REQUIRE(plan.aux_terms[0].value == Approx(lb).epsilon(1e-12));
+  REQUIRE(plan.aux_terms[0].value() == Approx(lb).epsilon(1e-12));
   REQUIRE(plan.aux_loss.value()[0] == Approx(weight * lb).epsilon(1e-12));
 
   // d(weight · lb)/dW[d, e'] = weight · E / T · Σ_t Σ_e f_e · p[t, e] (δ_ee' − p[t, e']) · x[t, d].
@@ -216,11 +252,11 @@ TEST_CASE("top_k_router sums every weighted aux term into aux_loss", "[moe][aux_
                                          (plan.logits.data() + 4 * i));
     ++counts[best], ++per_seq[(i / 3) * 4 + best];
   }
-  REQUIRE(plan.aux_terms[0].value == Approx(moe::load_balance_loss(probs, counts, 6).value()[0]));
-  REQUIRE(plan.aux_terms[1].value == Approx(moe::z_loss(logits).value()[0]));
-  REQUIRE(plan.aux_terms[2].value == Approx(moe::sequence_balance_loss(probs, per_seq, 3, 1).value()[0]));
+  REQUIRE(plan.aux_terms[0].value() == Approx(moe::load_balance_loss(probs, counts_of(counts), 6).value()[0]));
+  REQUIRE(plan.aux_terms[1].value() == Approx(moe::z_loss(logits).value()[0]));
+  REQUIRE(plan.aux_terms[2].value() == Approx(moe::sequence_balance_loss(probs, counts_of(per_seq), 3, 1).value()[0]));
   double total = 0;
-  for (const auto& term : plan.aux_terms) total += term.weight * term.value;
+  for (const auto& term : plan.aux_terms) total += term.weight * term.value();
   REQUIRE(plan.aux_loss.value()[0] == Approx(total).epsilon(1e-12));
 
   // z-loss alone: its gradient reaches the router weight too.

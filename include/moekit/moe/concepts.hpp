@@ -20,14 +20,16 @@ concept router = parameterized<R> && requires(R& r, const In& x) {
 
 /// An expert specification: a layer whose weights stack along an expert axis.
 /// `bank<E, T, B>` holds E experts' stacked weights and runs them on rows
-/// grouped by expert (offsets), as one grouped GEMM per weight matrix.
+/// grouped by expert (offsets, on B), as one grouped GEMM per weight matrix.
+/// The requirements are checked on the cpu instantiation; a bank takes its
+/// offsets on its own backend B (group_offsets<B>).
 template <class X>
 concept expert = requires {
   { X::d_model } -> std::convertible_to<std::size_t>;
   typename X::template bank<2, float, cpu>;
 } && parameterized<typename X::template bank<2, float, cpu>> &&
 requires(typename X::template bank<2, float, cpu>& bank, const var<float, shape<dyn, X::d_model>>& rows,
-         const offsets_tensor& offsets) {
+         const group_offsets<cpu>& offsets) {
   { bank(rows, offsets) };
 };
 

@@ -58,8 +58,8 @@ V activate(activation a, const V& x) {
 }
 
 /// act(h + b) per group when the expert has biases (one fused pass), else act(h).
-template <activation A, bool Bias, class H, class V>
-H bias_activate(const H& h, const V& b, const offsets_tensor& offsets) {
+template <activation A, bool Bias, class H, class V, class B>
+H bias_activate(const H& h, const V& b, const group_offsets<B>& offsets) {
   using F = activation_fn<A>;
   if constexpr (Bias) return grouped_bias_activation(h, b, offsets, typename F::forward{}, typename F::backward{});
   else return activate<A>(h);
@@ -97,9 +97,9 @@ struct ffn_expert {
       }
     }
 
-    /// rows (A, D) grouped by expert -> (A, D).
+    /// rows (A, D) grouped by expert -> (A, D); offsets (E + 1) on B.
     template <class S>
-    auto operator()(const var<T, S, B>& rows, const offsets_tensor& offsets) const {
+    auto operator()(const var<T, S, B>& rows, const group_offsets<B>& offsets) const {
       auto h = detail::bias_activate<Act, Bias>(grouped_matmul(rows, w1_, offsets), b1_, offsets);  // (A, F)
       auto y = grouped_matmul(h, w2_, offsets);                                                    // (A, D)
       if constexpr (Bias) y = add_grouped_rows(y, b2_, offsets);
@@ -139,7 +139,7 @@ struct swiglu_expert {
           w_down_(detail::stacked_weight<shape<E, F, D>, T, B>(g, e, f, d)) {}
 
     template <class S>
-    auto operator()(const var<T, S, B>& rows, const offsets_tensor& offsets) const {
+    auto operator()(const var<T, S, B>& rows, const group_offsets<B>& offsets) const {
       auto gate = detail::activate<activation::silu>(grouped_matmul(rows, w_gate_, offsets));  // (A, F)
       auto up = grouped_matmul(rows, w_up_, offsets);                                          // (A, F)
       return grouped_matmul(gate * up, w_down_, offsets);                                      // (A, D)

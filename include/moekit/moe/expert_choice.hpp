@@ -55,10 +55,11 @@ class expert_choice_router {
     auto [vals, idx] = top_k(scores, c);       // (E, c)
     plan.token = idx.reshape(shape<dyn>{e * c});
     plan.gate = reshape(vals, shape<dyn>{e * c});
+    // Every expert has c assignments: expert a / c, offsets 0, c, 2c, ...,
+    // made on B from the sizes alone (no host loop over device memory).
     plan.expert = tensor<index_t, shape<dyn>, B>(shape<dyn>{e * c});
-    plan.offsets = offsets_tensor(shape<dyn>{e + 1});
-    for (std::size_t x_ = 0; x_ <= e; ++x_) plan.offsets[x_] = static_cast<index_t>(x_ * c);
-    for (std::size_t a = 0; a < e * c; ++a) plan.expert[a] = static_cast<index_t>(a / c);
+    kernels<B>::generate(e * c, plan.expert.data(), detail::group_of_position{c});
+    plan.offsets = detail::equal_offsets<B>(e, c);
     return plan;
   }
 

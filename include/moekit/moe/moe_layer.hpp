@@ -44,7 +44,9 @@ class layer {
                         std::to_string(experts_.experts()));
   }
 
-  /// x (T, D) -> (T, D).
+  /// x (T, D) -> (T, D). On a device the host reads nothing back while the
+  /// layer runs when the router is dropless; a capacity factor costs one read
+  /// (the number of kept assignments, to size the plan).
   template <class S>
   var<T, S, B> operator()(const var<T, S, B>& x) {
     auto plan = router_.route(x);
@@ -53,7 +55,7 @@ class layer {
     auto combined = combine(y, plan, x.extent(0));      // (T, D)
     auto out = shape_as(combined, x);
     if (shared_) {
-      offsets_tensor all = from_values<index_t>(shape<dyn>{2}, {0, static_cast<index_t>(x.extent(0))});
+      auto all = detail::equal_offsets<B>(1, x.extent(0));  // one group: every row
       out = out + shape_as((*shared_)(x, all), x);
     }
     if (plan.aux_loss.value().defined()) out = add_auxiliary_loss(out, plan.aux_loss);

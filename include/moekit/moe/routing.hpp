@@ -2,7 +2,9 @@
 // MoE layer consumes. Assignments (token, expert, gate) are stored grouped by
 // expert, so expert e's rows are [offsets[e], offsets[e+1]): token-choice
 // (top-k) and expert-choice routers, capacity dropping and expert sharing all
-// reduce to this one layout.
+// reduce to this one layout. Every tensor of a plan lives on the router's
+// backend; on a device the host reads none of them while a layer runs, only
+// the observers below (count, counts, aux_term::value) copy them back.
 #pragma once
 
 #include <concepts>
@@ -13,15 +15,23 @@
 
 #include "../autograd/var.hpp"
 #include "../core/config.hpp"
+#include "../core/host_device.hpp"
+#include "../tensor/ops/creation.hpp"
 #include "../tensor/ops/grouped.hpp"
 
 namespace moekit::moe {
 
-/// One auxiliary loss term of a router: its name, weight and (unweighted) value.
+/// One auxiliary loss term of a router: its name, weight and (unweighted)
+/// value, kept where the router computed it.
+template <class T = float, backend B = cpu>
 struct aux_term {
   std::string name;
   double weight = 0;
-  double value = 0;
+  tensor<T, scalar_shape, B> term;  // the unweighted value (the term's forward value)
+
+  /// The unweighted value on the host. For a device plan this copies it back
+  /// and waits for the device: read it for logging, after the step.
+  double value() const { return static_cast<double>(term.template to<cpu>()[0]); }
 };
 
 template <class T = float, backend B = cpu>
@@ -31,16 +41,27 @@ struct routing {
   tensor<index_t, shape<dyn>, B> token;    // (A) the token of each kept assignment, grouped by expert
   tensor<index_t, shape<dyn>, B> expert;   // (A) its expert, non-decreasing
   var<T, shape<dyn>, B> gate;              // (A) its combine weight; gradients reach the router
-  offsets_tensor offsets;                  // (E + 1) segment bounds into the assignments
+  group_offsets<B> offsets;                // (E + 1) segment bounds into the assignments
   var<T, scalar_shape, B> aux_loss;        // Σ weight · term, or undefined when no term is on
-  std::vector<aux_term> aux_terms;         // for logging
+  std::vector<aux_term<T, B>> aux_terms;   // for logging
   tensor<T, shape<dyn, dyn>, B> logits;    // (T, E) router logits, for routing statistics
   std::size_t dropped = 0;                 // assignments dropped by a capacity limit
 
   std::size_t assignments() const noexcept { return token.size(); }
-  /// Tokens routed to expert e.
-  std::size_t count(std::size_t e) const noexcept {
+  /// Tokens routed to expert e (host plans; see counts() for any backend).
+  std::size_t count(std::size_t e) const noexcept
+    requires(B::host_accessible)
+  {
     return static_cast<std::size_t>(offsets[e + 1] - offsets[e]);
+  }
+  /// (E) tokens routed to each expert, on the host. A device plan copies its
+  /// offsets back (and waits for the device): an observer's read, not the layer's.
+  std::vector<std::size_t> counts() const {
+    const auto host = offsets.template to<cpu>();
+    std::vector<std::size_t> c(experts, 0);
+    for (std::size_t e = 0; e < experts && e + 1 < host.size(); ++e)
+      c[e] = static_cast<std::size_t>(host[e + 1] - host[e]);
+    return c;
   }
 };
 
@@ -49,6 +70,18 @@ template <class P>
 struct is_routing : std::false_type {};
 template <class T, class B>
 struct is_routing<routing<T, B>> : std::true_type {};
+
+/// i -> i / size: the group of position i when every group has `size` members.
+struct group_of_position {
+  std::size_t size;
+  MOEKIT_HOST_DEVICE index_t operator()(std::size_t i) const { return static_cast<index_t>(i / size); }
+};
+
+/// Offsets of `groups` groups of `size` rows each: 0, size, 2·size, ... (groups + 1), made on B.
+template <backend B>
+group_offsets<B> equal_offsets(std::size_t groups, std::size_t size) {
+  return arange<index_t, B>(groups + 1, index_t{0}, static_cast<index_t>(size));
+}
 }  // namespace detail
 
 /// A routing plan (moe::routing<T, B>).

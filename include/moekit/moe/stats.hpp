@@ -39,7 +39,9 @@ class routing_stats {
   explicit routing_stats(std::size_t experts = 0) { resize(experts); }
 
   /// Adds one batch's plan. Needs the plan's router logits (T, E); throws
-  /// value_error when they are missing or the expert count differs.
+  /// value_error when they are missing or the expert count differs. A device
+  /// plan's logits and offsets are copied to the host (statistics observe a
+  /// step, outside it).
   template <class T, class B>
   void add(const routing<T, B>& plan) {
     if (experts_ == 0 && tokens_ == 0) resize(plan.experts);
@@ -51,8 +53,10 @@ class routing_stats {
     if (!plan.logits.defined() || plan.logits.extent(0) != plan.tokens || plan.logits.extent(1) != e)
       throw value_error("routing_stats: the plan needs router logits (" + std::to_string(plan.tokens) + ", " +
                         std::to_string(e) + ")");
-    for (std::size_t x = 0; x < e; ++x) counts_[x] += plan.count(x);
-    for (std::size_t t = 0; t < plan.tokens; ++t) add_token_logits(plan.logits.data() + t * e);
+    const auto counts = plan.counts();
+    for (std::size_t x = 0; x < e; ++x) counts_[x] += counts[x];
+    const auto logits = plan.logits.template to<cpu>();  // (T, E), the plan's own storage on the host
+    for (std::size_t t = 0; t < plan.tokens; ++t) add_token_logits(logits.data() + t * e);
     tokens_ += plan.tokens;
     assignments_ += plan.assignments();
     dropped_ += plan.dropped;
