@@ -37,3 +37,31 @@ TEST_CASE("cast: the gradient of a cast is the cast gradient", "[autograd][cast]
   t.backward(loss);
   for (std::size_t i = 0; i < 3; ++i) REQUIRE(x.grad()[i] == Approx(2.0 * x.value()[i]));
 }
+
+TEST_CASE("cast: a bf16 matmul between float casts trains like the float one", "[autograd][cast]") {
+  // Mixed precision: float master values, the product in bf16 (float
+  // accumulation), gradients back in float. Equal to the float product up to
+  // bf16 rounding of the operands and the result.
+  rng g(5);
+  auto xv = normal<float>(g, shape<8, 16>{});  // (8, 16)
+  auto wv = normal<float>(g, shape<16, 4>{});  // (16, 4)
+  auto run = [&](bool low) {
+    tape t;
+    auto x = t.variable(xv.clone());
+    auto w = t.variable(wv.clone());
+    auto y = low ? cast<float>(matmul(cast<bf16>(x), cast<bf16>(w))) : matmul(x, w);  // (8, 4)
+    t.backward(sum(y * y));
+    return std::tuple{y.value().clone(), x.grad().clone(), w.grad().clone()};
+  };
+  auto [y32, dx32, dw32] = run(false);
+  auto [y16, dx16, dw16] = run(true);
+  auto close = [](const auto& a, const auto& b, double scale) {
+    for (std::size_t i = 0; i < a.size(); ++i) REQUIRE(b[i] == Approx(a[i]).margin(0.03 * scale));
+  };
+  close(y32, y16, 4.0);    // |y| ~ sqrt(16) = 4; bf16 keeps 8 bits (≈ 0.4 % per rounding)
+  close(dx32, dx16, 32.0);
+  close(dw32, dw16, 64.0);
+  bool any_differs = false;  // and it really ran in bf16
+  for (std::size_t i = 0; i < y32.size(); ++i) any_differs = any_differs || y16[i] != y32[i];
+  REQUIRE(any_differs);
+}

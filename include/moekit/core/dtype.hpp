@@ -85,6 +85,31 @@ struct half {
 template <class T>
 concept storage_16 = std::same_as<T, bf16> || std::same_as<T, half>;
 
+/// Arithmetic on 16-bit storage: in float, rounded once to the storage type
+/// (so generic code such as gradient accumulation works on bf16/half tensors;
+/// kernels that care about accuracy accumulate in accumulate_t<T> instead).
+template <class H>
+  requires storage_16<H>
+MOEKIT_HOST_DEVICE inline H operator+(H a, H b) noexcept { return H(float(a) + float(b)); }
+template <class H>
+  requires storage_16<H>
+MOEKIT_HOST_DEVICE inline H operator-(H a, H b) noexcept { return H(float(a) - float(b)); }
+template <class H>
+  requires storage_16<H>
+MOEKIT_HOST_DEVICE inline H operator*(H a, H b) noexcept { return H(float(a) * float(b)); }
+template <class H>
+  requires storage_16<H>
+MOEKIT_HOST_DEVICE inline H operator/(H a, H b) noexcept { return H(float(a) / float(b)); }
+template <class H>
+  requires storage_16<H>
+MOEKIT_HOST_DEVICE inline H operator-(H a) noexcept { return H(-float(a)); }
+template <class H>
+  requires storage_16<H>
+MOEKIT_HOST_DEVICE inline bool operator<(H a, H b) noexcept { return float(a) < float(b); }
+template <class H>
+  requires storage_16<H>
+MOEKIT_HOST_DEVICE inline bool operator==(H a, H b) noexcept { return float(a) == float(b); }
+
 /// The type arithmetic on T happens in: float for 16-bit storage, T otherwise.
 template <class T>
 using accumulate_t = std::conditional_t<storage_16<T>, float, T>;
