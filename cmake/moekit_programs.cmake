@@ -1,17 +1,26 @@
 # moekit_programs.cmake — one executable per source file, as examples/ and
 # bench/ both build them.
 #
-#   moekit_add_programs(<out_var> <dir> <what>)
+#   moekit_add_programs(<out_var> <dir> <what> [CUDA_CAPABLE <stem>...])
 #       Builds <dir>/<stem>.cpp (and <stem>.cu when the CUDA language is
 #       enabled) as executable <stem> in build/bin/, linked to moekit::moekit
 #       (moekit::cuda for .cu), with moekit's warnings and
 #       MOEKIT_SHARED_DATA_DIR. Sets <out_var> to the list of stems.
+#       A CUDA_CAPABLE stem's .cpp is compiled by nvcc (and linked to
+#       moekit::cuda) when the CUDA language is enabled: one source offers
+#       `--backend cuda` where nvcc is there and stays plain C++ elsewhere
+#       (it tests __CUDACC__).
 
 include_guard(GLOBAL)
 
 function(moekit_add_programs out_var dir what)
-  file(GLOB sources CONFIGURE_DEPENDS LIST_DIRECTORIES false "${dir}/*.cpp")
+  cmake_parse_arguments(PARSE_ARGV 3 arg "" "" "CUDA_CAPABLE")
+  set(with_cuda FALSE)
   if(TARGET moekit::cuda AND MOEKIT_CUDA_LANGUAGE)
+    set(with_cuda TRUE)
+  endif()
+  file(GLOB sources CONFIGURE_DEPENDS LIST_DIRECTORIES false "${dir}/*.cpp")
+  if(with_cuda)
     file(GLOB cuda_sources CONFIGURE_DEPENDS LIST_DIRECTORIES false "${dir}/*.cu")
     list(APPEND sources ${cuda_sources})
   endif()
@@ -26,6 +35,10 @@ function(moekit_add_programs out_var dir what)
                           "(two sources with the same stem, or a clash between examples/ and bench/?)")
     endif()
     add_executable(${stem} "${source}")
+    if(with_cuda AND stem IN_LIST arg_CUDA_CAPABLE)
+      set_source_files_properties("${source}" PROPERTIES LANGUAGE CUDA)
+      set(ext ".cu")
+    endif()
     if(ext STREQUAL ".cu")
       target_link_libraries(${stem} PRIVATE moekit::cuda)
     else()

@@ -7,6 +7,14 @@
 //
 //   build/bin/moe_compare                                    # B_2-Wi_128, 8 experts, 2 epochs
 //   build/bin/moe_compare --models dense,switch --epochs 4 --experts 16
+//   build/bin/moe_compare --backend cuda                     # the same runs on the GPU
+//
+// Backends: --backend cpu (default), cuda (when this file was compiled by nvcc,
+// which CMake does when it finds the CUDA toolkit) or emulated (the CPU kernels
+// behind a device-style backend: runs the GPU code path of this program on a
+// machine without a GPU). Batches are built on the host and copied over; each
+// step's loss stays on the backend until the progress line reads it, and
+// evaluation reads back only the predicted labels and the routing statistics.
 //
 // Output: a progress line on stderr; a table on stdout (test accuracy, total
 // and active parameters, forward FLOPs per image of the matrix products,
@@ -19,6 +27,7 @@
 #include <filesystem>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <unistd.h>
@@ -34,6 +43,7 @@
 #include <moekit/moe/baselines.hpp>
 #include <moekit/optim.hpp>
 
+#include "common/backend_choice.hpp"
 #include "common/passive_openmp.hpp"
 
 using namespace moekit;
@@ -44,7 +54,7 @@ constexpr std::size_t image_size = 28 * 28, classes = 10;
 
 struct options {
   std::string data = io::fashion_mnist_dir.string();
-  std::string model = "B_2-Wi_128", models = "dense,switch,gshard,expert_choice,deepseek";
+  std::string backend = "cpu", model = "B_2-Wi_128", models = "dense,switch,gshard,expert_choice,deepseek";
   int experts = 8, granularity = 4, shared = 1;
   int epochs = 2, batch = 256, threads = 2, seed = 0, train_subset = 0, eval_batch = 1000;
   double lr = 1e-3, weight_decay = 0.05, warmup = 0.5, label_smoothing = 0.1, min_accuracy = 0;
@@ -79,8 +89,11 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 template <class M>
 constexpr bool has_moe = requires(M& m) { m.moe(0).last_routing(); };
 
-/// Test accuracy; for an MoE model also each block's routing statistics over the test set.
-template <class M>
+/// Test accuracy; for an MoE model also each block's routing statistics over
+/// the test set. Each batch is normalised on the host and copied to B; its
+/// predicted labels come back, and routing_stats copies each plan's logits
+/// and offsets to the host.
+template <backend B, class M>
 double evaluate(M& model, const dataset& s, const data::global_stats<float>& stats, std::size_t batch, result& r) {
   no_grad guard;
   std::vector<moe::routing_stats> routing;
@@ -89,8 +102,9 @@ double evaluate(M& model, const dataset& s, const data::global_stats<float>& sta
   for (std::size_t begin = 0; begin < s.images.extent(0); begin += batch) {
     const std::size_t end = std::min(s.images.extent(0), begin + batch);
     tape t;
-    auto logits = model(t.input(data::normalize(s.images.rows(begin, end), stats)));
-    auto pred = argmax(logits.value());  // (n)
+    auto x = data::normalize(s.images.rows(begin, end), stats).template to<B>();  // (n, 784)
+    auto logits = model(t.input(x));                                                // (n, 10)
+    const auto pred = argmax(logits.value()).template to<cpu>();                    // (n)
     for (std::size_t i = 0; i < pred.size(); ++i) correct += pred[i] == s.labels[begin + i];
     if constexpr (has_moe<M>)
       for (std::size_t b = 0; b < routing.size(); ++b) routing[b].add(model.moe(b).last_routing());
@@ -103,12 +117,38 @@ double evaluate(M& model, const dataset& s, const data::global_stats<float>& sta
   return static_cast<double>(correct) / static_cast<double>(s.images.extent(0));
 }
 
-template <class M>
+/// The mean training loss since the start of an epoch. Each step's loss stays
+/// on the backend until the next progress line reads it back, so a device run
+/// waits for the device about once a second rather than after every step.
+template <backend B>
+class running_loss {
+ public:
+  template <class Loss>
+  void add(const Loss& loss, std::size_t n) {
+    pending_.push_back({loss.reshape(shape<dyn>{1}), n});
+  }
+  /// Reads the pending steps back (on a device: waits for them) and counts them in.
+  void collect() {
+    for (const auto& [loss, n] : pending_) {
+      sum_ += static_cast<double>(loss.template to<cpu>()[0]) * static_cast<double>(n);
+      seen_ += n;
+    }
+    pending_.clear();
+  }
+  double mean() const noexcept { return sum_ / static_cast<double>(seen_); }
+
+ private:
+  std::vector<std::pair<tensor<float, shape<dyn>, B>, std::size_t>> pending_;  // (1) mean loss, batch size
+  double sum_ = 0;
+  std::size_t seen_ = 0;
+};
+
+template <backend B, class M>
 void train(const options& o, M& model, result& r, const dataset& train_set, const dataset& test_set) {
   const std::size_t n = train_set.images.extent(0), batch = static_cast<std::size_t>(o.batch);
   const std::size_t steps_per_epoch = (n + batch - 1) / batch, total = steps_per_epoch * static_cast<std::size_t>(o.epochs);
   const auto stats = data::compute_global_stats(train_set.images);
-  optim::adamw<float> opt(model, {.lr = o.lr, .weight_decay = o.weight_decay});
+  optim::adamw<float, B> opt(model, {.lr = o.lr, .weight_decay = o.weight_decay});
   const optim::cosine_schedule schedule(
       {.total_steps = total, .warmup_steps = std::min(total, static_cast<std::size_t>(o.warmup * double(steps_per_epoch)))});
   const cross_entropy_options ce{.label_smoothing = o.label_smoothing};
@@ -117,8 +157,7 @@ void train(const options& o, M& model, result& r, const dataset& train_set, cons
   for (int epoch = 0; epoch < o.epochs; ++epoch) {
     rng g(static_cast<std::uint64_t>(o.seed), static_cast<std::uint64_t>(epoch + 1) << 40);
     const data::batcher batches(data::shuffled_indices(n, g), batch);
-    double loss_sum = 0;
-    std::size_t seen = 0;
+    running_loss<B> loss_sum;
     for (std::size_t b = 0; b < batches.size(); ++b) {
       const auto idx = batches[b];
       auto x = data::normalize(data::gather_batch(train_set.images, idx), stats);  // (batch, 784)
@@ -126,22 +165,22 @@ void train(const options& o, M& model, result& r, const dataset& train_set, cons
       optim::set_lr_factor(opt, schedule(opt.steps()));
       opt.zero_grad();
       tape t;
-      auto loss = cross_entropy(model(t.input(x)), y, ce);
+      auto loss = cross_entropy(model(t.input(x.template to<B>())), y, ce);  // host labels: the loss copies them over
       t.backward(loss);
       opt.step();
-      loss_sum += static_cast<double>(loss.value()[0]) * static_cast<double>(idx.size());
-      seen += idx.size();
+      loss_sum.add(loss.value(), idx.size());
       const double elapsed = seconds_since(t0);
       if (elapsed - last_report >= 1.0 || b + 1 == batches.size()) {
-        last_report = elapsed;
+        loss_sum.collect();
+        last_report = seconds_since(t0);
         std::fprintf(stderr, "\r%-14s epoch %d/%d  batch %zu/%zu  loss %.4f  %.0f s   ", r.name.c_str(), epoch + 1,
-                     o.epochs, b + 1, batches.size(), loss_sum / static_cast<double>(seen), elapsed);
+                     o.epochs, b + 1, batches.size(), loss_sum.mean(), last_report);
       }
     }
-    r.final_loss = loss_sum / static_cast<double>(seen);
+    r.final_loss = loss_sum.mean();
   }
   r.train_seconds = seconds_since(t0);
-  r.test_accuracy = evaluate(model, test_set, stats, static_cast<std::size_t>(o.eval_batch), r);
+  r.test_accuracy = evaluate<B>(model, test_set, stats, static_cast<std::size_t>(o.eval_batch), r);
   std::fprintf(stderr, "\n");
 }
 
@@ -159,7 +198,9 @@ moe::baseline parse_baseline(const std::string& name) {
   throw value_error("--models: '" + name + "' is not one of dense, switch, gshard, expert_choice, deepseek");
 }
 
-/// Trains one model (dense or a baseline) of sizes c and fills its row.
+/// Trains one model (dense or a baseline) of sizes c on backend B and fills
+/// its row. The same seed gives the same initial weights on every backend.
+template <backend B>
 result run_one(const options& o, const std::string& name, const mlp::config& c, const dataset& train_set,
                const dataset& test_set) {
   rng g(static_cast<std::uint64_t>(o.seed));
@@ -167,10 +208,10 @@ result run_one(const options& o, const std::string& name, const mlp::config& c, 
   const std::size_t ff = c.expansion * c.width;
   const std::size_t outer_flops = 2 * (c.in * c.width + c.width * c.classes);  // stem and head
   if (name == "dense") {
-    mlp::bottleneck_mlp<> model(g, c);
+    mlp::bottleneck_mlp<mlp::runtime_config, float, B> model(g, c);
     r.total_params = r.active_params = count_parameters(model);
     r.flops = outer_flops + c.blocks * moe::dense_ffn_cost(c.width, ff).expert_flops;
-    train(o, model, r, train_set, test_set);
+    train<B>(o, model, r, train_set, test_set);
     return r;
   }
   const moe::baseline_spec spec{.d_model = c.width, .d_ff = ff, .experts = static_cast<std::size_t>(o.experts),
@@ -182,20 +223,28 @@ result run_one(const options& o, const std::string& name, const mlp::config& c, 
     r.total_params = count_parameters(model);
     r.active_params = r.total_params - c.blocks * (cost.total_params - cost.active_params);
     r.flops = outer_flops + c.blocks * (cost.expert_flops + cost.router_flops);
-    train(o, model, r, train_set, test_set);
+    train<B>(o, model, r, train_set, test_set);
   };
   if (layout.kind == moe::baseline::expert_choice) {
-    mlp::moe_bottleneck_mlp<moe::expert_choice_moe<>> model(
-        g, c, [&](rng& gg, std::size_t, std::size_t) { return moe::make_expert_choice(gg, spec); });
+    mlp::moe_bottleneck_mlp<moe::expert_choice_moe<float, B>, float, B> model(
+        g, c, [&](rng& gg, std::size_t, std::size_t) { return moe::make_expert_choice<float, B>(gg, spec); });
     fill_and_train(model);
   } else {
-    mlp::moe_bottleneck_mlp<moe::token_choice_moe<>> model(
-        g, c, [&](rng& gg, std::size_t, std::size_t) { return moe::make_token_choice(gg, layout); });
+    mlp::moe_bottleneck_mlp<moe::token_choice_moe<float, B>, float, B> model(
+        g, c, [&](rng& gg, std::size_t, std::size_t) { return moe::make_token_choice<float, B>(gg, layout); });
     fill_and_train(model);
   }
   return r;
 }
 
+result run_on_backend(const options& o, const std::string& name, const mlp::config& c, const dataset& train_set,
+                      const dataset& test_set) {
+  if (o.backend == "emulated") return run_one<emulated_device>(o, name, c, train_set, test_set);
+#ifdef __CUDACC__
+  if (o.backend == "cuda") return run_one<moekit::cuda>(o, name, c, train_set, test_set);
+#endif
+  return run_one<cpu>(o, name, c, train_set, test_set);
+}
 
 }  // namespace
 
@@ -207,6 +256,7 @@ int main(int argc, char** argv) try {
             "with matched active expert weights on Fashion-MNIST and compares them.\n"
             "The last stdout line is a JSON object with one row per model.");
   cli.add("data", o.data, "folder with Fashion-MNIST's {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz");
+  cli.add("backend", o.backend, "cpu | cuda (builds compiled by nvcc) | emulated (the device code path on the CPU, for testing)");
   cli.add("model", o.model, "the dense model B_<blocks>-Wi_<width>[-Exp_<expansion>]; its FFN width is matched");
   cli.add("models", o.models, "comma list of dense, switch, gshard, expert_choice, deepseek");
   cli.add("experts", o.experts, "experts per MoE (DeepSeek: before the fine split)");
@@ -228,6 +278,7 @@ int main(int argc, char** argv) try {
       o.granularity < 1 || o.shared < 0 || o.warmup < 0)
     throw value_error("moe_compare: --epochs, --batch, --threads, --eval-batch, --experts, --granularity must be >= 1; "
                       "--train-subset, --shared, --warmup >= 0");
+  examples::check_backend("moe_compare", o.backend);
   set_num_threads(o.threads);
   const auto c = mlp::parse_model_name(o.model, "--model").with_io(image_size, classes);
   const auto names = split_list(o.models);
@@ -242,13 +293,14 @@ int main(int argc, char** argv) try {
     const auto k = static_cast<std::size_t>(o.train_subset);
     train_set = {train_set.images.rows(0, k), train_set.labels.rows(0, k)};
   }
-  std::printf("moe_compare: %s (FFN width %zu), %d experts, %zu training / %zu test images, %d epochs, batch %d, %d threads\n",
+  std::printf("moe_compare: %s (FFN width %zu), %d experts, %zu training / %zu test images, %d epochs, batch %d, "
+              "%d threads, on %s\n",
               mlp::model_name(c).c_str(), c.expansion * c.width, o.experts, train_set.images.extent(0),
-              test_set.images.extent(0), o.epochs, o.batch, o.threads);
+              test_set.images.extent(0), o.epochs, o.batch, o.threads, examples::backend_description(o.backend).c_str());
   std::fflush(stdout);
 
   std::vector<result> rows;
-  for (const auto& name : names) rows.push_back(run_one(o, name, c, train_set, test_set));
+  for (const auto& name : names) rows.push_back(run_on_backend(o, name, c, train_set, test_set));
 
   std::printf("\n%-14s %9s %12s %12s %12s %9s %10s %8s\n", "model", "test acc", "total params", "active params",
               "FLOPs/image", "train s", "load max/mean", "dropped");
@@ -260,9 +312,10 @@ int main(int argc, char** argv) try {
       std::printf("%-14s %8.2f%% %12zu %12zu %12zu %9.1f %13.2f %7.2f%%\n", r.name.c_str(), 100 * r.test_accuracy,
                   r.total_params, r.active_params, r.flops, r.train_seconds, r.load_max_over_mean, 100 * r.dropped);
   }
-  std::printf("{\"example\": \"moe_compare\", \"model\": \"%s\", \"experts\": %d, \"epochs\": %d, \"batch\": %d, "
-              "\"threads\": %d, \"train_images\": %zu, \"rows\": [",
-              mlp::model_name(c).c_str(), o.experts, o.epochs, o.batch, o.threads, train_set.images.extent(0));
+  std::printf("{\"example\": \"moe_compare\", \"backend\": \"%s\", \"device\": \"%s\", \"model\": \"%s\", "
+              "\"experts\": %d, \"epochs\": %d, \"batch\": %d, \"threads\": %d, \"train_images\": %zu, \"rows\": [",
+              o.backend.c_str(), examples::backend_description(o.backend).c_str(), mlp::model_name(c).c_str(), o.experts, o.epochs,
+              o.batch, o.threads, train_set.images.extent(0));
   for (std::size_t i = 0; i < rows.size(); ++i) {
     const auto& r = rows[i];
     std::printf("%s{\"model\": \"%s\", \"test_accuracy\": %.4f, \"total_params\": %zu, \"active_params\": %zu, "

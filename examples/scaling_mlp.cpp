@@ -10,6 +10,14 @@
 //   build/bin/scaling_mlp --arch mixer --patch 4 --hidden 128 --blocks 4
 //   build/bin/scaling_mlp --epochs 4 --save run.safetensors   # ... later:
 //   build/bin/scaling_mlp --epochs 8 --resume run.safetensors  # epochs 5-8, as one 8-epoch run
+//   build/bin/scaling_mlp --backend cuda                     # the same run on the GPU
+//
+// Backends: --backend cpu (default), cuda (when this file was compiled by nvcc,
+// which CMake does when it finds the CUDA toolkit) or emulated (the CPU kernels
+// behind a device-style backend: runs the GPU code path of this program on a
+// machine without a GPU). The model is the same type with another backend
+// argument; batches are built on the host and copied over; checkpoints are
+// written from and read into either backend.
 //
 // Mixer sizes: --patch p (p×p patches, p divides 28), --hidden (channels per
 // patch), --blocks (mixer blocks), --token-mlp / --channel-mlp (hidden units
@@ -41,6 +49,7 @@
 #include <moekit/mlp/standard_mlp.hpp>
 #include <moekit/optim.hpp>
 
+#include "common/backend_choice.hpp"
 #include "common/passive_openmp.hpp"
 
 using namespace moekit;
@@ -51,7 +60,7 @@ constexpr std::size_t image_side = 28, image_size = image_side * image_side, cla
 
 struct options {
   std::string data = io::fashion_mnist_dir.string();
-  std::string arch = "bottleneck", model = "B_4-Wi_256", optimizer = "adamw";
+  std::string backend = "cpu", arch = "bottleneck", model = "B_4-Wi_256", optimizer = "adamw";
   int patch = 4, hidden = 64, blocks = 4, token_mlp = 0, channel_mlp = 0;
   int epochs = 10, batch = 256, threads = 2, seed = 0, train_subset = 0, holdout = 0, eval_batch = 1000;
   int stop_after = 0;
@@ -103,7 +112,8 @@ class optimizer_of final : public any_optimizer {
 /// Two groups: weight matrices with decay, biases and norm gains without (the usual practice).
 template <class Opt, class Options, class M>
 std::unique_ptr<any_optimizer> make_grouped(M& model, Options o) {
-  auto [vectors, matrices] = optim::split_groups(parameter_views<float>(model), [](const auto& p) {
+  using B = typename Opt::backend_type;
+  auto [vectors, matrices] = optim::split_groups(parameter_views<float, B>(model), [](const auto& p) {
     return p.extents.size() < 2;
   });
   Options no_decay = o;
@@ -115,12 +125,12 @@ std::unique_ptr<any_optimizer> make_grouped(M& model, Options o) {
   return std::make_unique<optimizer_of<Opt>>(std::move(groups));
 }
 
-template <class M>
+template <backend B, class M>
 std::unique_ptr<any_optimizer> make_optimizer(const options& o, M& model) {
-  if (o.optimizer == "adamw") return make_grouped<optim::adamw<float>>(model, optim::adamw_options{.lr = o.lr, .weight_decay = o.weight_decay});
-  if (o.optimizer == "lion") return make_grouped<optim::lion<float>>(model, optim::lion_options{.lr = o.lr, .weight_decay = o.weight_decay});
+  if (o.optimizer == "adamw") return make_grouped<optim::adamw<float, B>>(model, optim::adamw_options{.lr = o.lr, .weight_decay = o.weight_decay});
+  if (o.optimizer == "lion") return make_grouped<optim::lion<float, B>>(model, optim::lion_options{.lr = o.lr, .weight_decay = o.weight_decay});
   if (o.optimizer == "sgd")
-    return make_grouped<optim::sgd<float>>(model, optim::sgd_options{.lr = o.lr, .momentum = 0.9, .weight_decay = o.weight_decay, .nesterov = true});
+    return make_grouped<optim::sgd<float, B>>(model, optim::sgd_options{.lr = o.lr, .momentum = 0.9, .weight_decay = o.weight_decay, .nesterov = true});
   throw value_error("--optimizer: '" + o.optimizer + "' is not one of lion, adamw, sgd");
 }
 
@@ -151,24 +161,61 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-/// Correct top-1 predictions of a (n, classes) logits tensor against labels[begin, ...).
-template <class L>
-std::size_t count_correct(const L& logits, const tensor<index_t, shape<dyn>>& labels) {
-  auto pred = argmax(logits);  // (n)
+/// Top-1 predictions (n), read back to the host, that equal their labels (n).
+std::size_t count_correct(const tensor<index_t, shape<dyn>>& pred, const tensor<index_t, shape<dyn>>& labels) {
   std::size_t correct = 0;
   for (std::size_t i = 0; i < pred.size(); ++i) correct += pred[i] == labels[i];
   return correct;
 }
 
-template <class M>
+/// Training loss and accuracy since the start of an epoch. Each step's loss and
+/// predictions stay on the backend until the next progress line reads them
+/// back, so a device run waits for the device about once a second rather than
+/// after every step, and the host builds the next batches while it computes.
+template <backend B>
+class running_metrics {
+ public:
+  template <class Loss, class Logits>
+  void add(const Loss& loss, const Logits& logits, tensor<index_t, shape<dyn>> labels) {
+    pending_.push_back({loss.reshape(shape<dyn>{1}), argmax(logits), std::move(labels)});
+  }
+  /// Reads the pending steps back (on a device: waits for them) and counts them in.
+  void collect() {
+    for (const auto& s : pending_) {
+      const std::size_t n = s.labels.size();
+      loss_sum_ += static_cast<double>(s.loss.template to<cpu>()[0]) * static_cast<double>(n);
+      correct_ += count_correct(s.pred.template to<cpu>(), s.labels);
+      seen_ += n;
+    }
+    pending_.clear();
+  }
+  std::size_t seen() const noexcept { return seen_; }
+  double mean_loss() const noexcept { return loss_sum_ / static_cast<double>(seen_); }
+  double accuracy() const noexcept { return static_cast<double>(correct_) / static_cast<double>(seen_); }
+
+ private:
+  struct step {
+    tensor<float, shape<dyn>, B> loss;     // (1) the batch's mean loss
+    tensor<index_t, shape<dyn>, B> pred;   // (batch) top-1 classes
+    tensor<index_t, shape<dyn>> labels;    // (batch) what they are compared with, on the host
+  };
+  std::vector<step> pending_;
+  double loss_sum_ = 0;
+  std::size_t seen_ = 0, correct_ = 0;
+};
+
+/// Test accuracy: each batch is normalised on the host, copied to B, and only
+/// its predicted labels come back.
+template <backend B, class M>
 double evaluate(M& model, const dataset& s, const data::global_stats<float>& stats, std::size_t batch) {
   no_grad guard;
   std::size_t correct = 0;
   for (std::size_t begin = 0; begin < s.images.extent(0); begin += batch) {
     const std::size_t end = std::min(s.images.extent(0), begin + batch);
     tape t;
-    auto logits = model(t.input(data::normalize(s.images.rows(begin, end), stats)));
-    correct += count_correct(logits.value(), s.labels.rows(begin, end));
+    auto x = data::normalize(s.images.rows(begin, end), stats).template to<B>();  // (n, 784)
+    auto logits = model(t.input(x));                                                // (n, 10)
+    correct += count_correct(argmax(logits.value()).template to<cpu>(), s.labels.rows(begin, end));
   }
   return static_cast<double>(correct) / static_cast<double>(s.images.extent(0));
 }
@@ -180,6 +227,7 @@ io::metadata_map run_metadata(const options& o, const std::string& model_name) {
     std::snprintf(buf, sizeof buf, "%.9g", v);
     return std::string(buf);
   };
+  // The backend is left out: a checkpoint written on one resumes on any other.
   return {{"arch", o.arch}, {"model", model_name}, {"optimizer", o.optimizer}, {"epochs", std::to_string(o.epochs)},
           {"batch", std::to_string(o.batch)}, {"seed", std::to_string(o.seed)},
           {"train_subset", std::to_string(o.train_subset)}, {"holdout", std::to_string(o.holdout)}, {"lr", num(o.lr)}, {"weight_decay", num(o.weight_decay)},
@@ -187,12 +235,12 @@ io::metadata_map run_metadata(const options& o, const std::string& model_name) {
           {"augment", o.augment ? "true" : "false"}, {"crop_padding", std::to_string(o.crop_padding)}};
 }
 
-template <class M>
+template <backend B, class M>
 int train(const options& o, M& model, const std::string& model_name, const dataset& train_set, const dataset& test_set) {
   const std::size_t n = train_set.images.extent(0), batch = static_cast<std::size_t>(o.batch);
   const std::size_t steps_per_epoch = (n + batch - 1) / batch, total_steps = steps_per_epoch * static_cast<std::size_t>(o.epochs);
   const auto stats = data::compute_global_stats(train_set.images);
-  auto opt = make_optimizer(o, model);
+  auto opt = make_optimizer<B>(o, model);
   const optim::cosine_schedule schedule({.total_steps = total_steps,
                                          .warmup_steps = std::min<std::size_t>(
                                              total_steps, static_cast<std::size_t>(o.warmup * steps_per_epoch))});
@@ -210,9 +258,9 @@ int train(const options& o, M& model, const std::string& model_name, const datas
     std::fprintf(stderr, "resumed from %s after epoch %d (step %zu)\n", o.resume.c_str(), first_epoch, opt->steps());
   }
 
-  std::printf("scaling_mlp: %s %s, %zu parameters, %zu training / %zu test images, batch %zu, %s, %d threads\n",
+  std::printf("scaling_mlp: %s %s, %zu parameters, %zu training / %zu test images, batch %zu, %s, %d threads, on %s\n",
               o.arch.c_str(), model_name.c_str(), params, n, test_set.images.extent(0), batch, o.optimizer.c_str(),
-              o.threads);
+              o.threads, examples::backend_description(o.backend).c_str());
   std::printf("%5s %11s %10s %10s %9s\n", "epoch", "train loss", "train acc", "test acc", "seconds");
   std::fflush(stdout);
 
@@ -225,11 +273,11 @@ int train(const options& o, M& model, const std::string& model_name, const datas
     rng g(static_cast<std::uint64_t>(o.seed), static_cast<std::uint64_t>(epoch + 1) << 40);
     const data::batcher batches(data::shuffled_indices(n, g), batch);
     const auto t0 = std::chrono::steady_clock::now();
-    double loss_sum = 0, last_report = 0;
-    std::size_t seen = 0, correct = 0;
+    double last_report = 0;
+    running_metrics<B> metrics;
     for (std::size_t b = 0; b < batches.size(); ++b) {
       const auto idx = batches[b];
-      auto x = data::gather_batch(train_set.images, idx);  // (batch, 784)
+      auto x = data::gather_batch(train_set.images, idx);  // (batch, 784) on the host
       auto y = data::gather_batch(train_set.labels, idx);  // (batch)
       if (o.augment) x = data::random_crop_flip(x, layout, {.padding = static_cast<std::size_t>(o.crop_padding)}, g);
       x = data::normalize(x, stats);
@@ -237,42 +285,35 @@ int train(const options& o, M& model, const std::string& model_name, const datas
       opt->set_lr_factor(schedule(opt->steps()));
       opt->zero_grad();
       tape t;
-      float loss_value = 0;
-      std::size_t batch_correct = 0;
       if (o.mixup > 0) {
         auto mixed = data::mixup(x, y, o.mixup, g);
-        auto logits = model(t.input(mixed.x));
+        auto logits = model(t.input(mixed.x.template to<B>()));  // host labels: the loss copies them over
         auto loss = cross_entropy_mix(logits, mixed.labels_a, mixed.labels_b, mixed.lambda, ce);
         t.backward(loss);
-        loss_value = loss.value()[0];
-        batch_correct = count_correct(logits.value(), mixed.lambda >= 0.5f ? mixed.labels_a : mixed.labels_b);
+        metrics.add(loss.value(), logits.value(), mixed.lambda >= 0.5f ? mixed.labels_a : mixed.labels_b);
       } else {
-        auto logits = model(t.input(x));
+        auto logits = model(t.input(x.template to<B>()));
         auto loss = cross_entropy(logits, y, ce);
         t.backward(loss);
-        loss_value = loss.value()[0];
-        batch_correct = count_correct(logits.value(), y);
+        metrics.add(loss.value(), logits.value(), y);
       }
       opt->step();
 
-      loss_sum += static_cast<double>(loss_value) * static_cast<double>(idx.size());
-      seen += idx.size();
-      correct += batch_correct;
       const double elapsed = seconds_since(t0);
       if (elapsed - last_report >= 1.0 || b + 1 == batches.size()) {
-        last_report = elapsed;
+        metrics.collect();
+        last_report = seconds_since(t0);
         std::fprintf(stderr, "\repoch %d/%d  batch %zu/%zu  loss %.4f  train acc %.2f%%  %.0f images/s   ", epoch + 1,
-                     o.epochs, b + 1, batches.size(), loss_sum / static_cast<double>(seen),
-                     100.0 * static_cast<double>(correct) / static_cast<double>(seen),
-                     static_cast<double>(seen) / elapsed);
+                     o.epochs, b + 1, batches.size(), metrics.mean_loss(), 100.0 * metrics.accuracy(),
+                     static_cast<double>(metrics.seen()) / last_report);
       }
     }
     epoch_result r;
     r.seconds = seconds_since(t0);
-    r.images_per_s = static_cast<double>(seen) / r.seconds;
-    r.loss = loss_sum / static_cast<double>(seen);
-    r.train_accuracy = static_cast<double>(correct) / static_cast<double>(seen);
-    r.test_accuracy = evaluate(model, test_set, stats, static_cast<std::size_t>(o.eval_batch));
+    r.images_per_s = static_cast<double>(metrics.seen()) / r.seconds;
+    r.loss = metrics.mean_loss();
+    r.train_accuracy = metrics.accuracy();
+    r.test_accuracy = evaluate<B>(model, test_set, stats, static_cast<std::size_t>(o.eval_batch));
     train_seconds += seconds_since(t0);  // training and evaluation
     history.push_back(r);
     std::fprintf(stderr, "\n");
@@ -288,18 +329,20 @@ int train(const options& o, M& model, const std::string& model_name, const datas
   }
 
   const double test_accuracy =
-      history.empty() ? evaluate(model, test_set, stats, static_cast<std::size_t>(o.eval_batch)) : history.back().test_accuracy;
+      history.empty() ? evaluate<B>(model, test_set, stats, static_cast<std::size_t>(o.eval_batch)) : history.back().test_accuracy;
   double images_per_s = 0;
   for (const auto& r : history) images_per_s += r.images_per_s / static_cast<double>(history.size());
-  std::printf("\n%-22s %s\n%-22s %s\n%-22s %zu\n%-22s %d (%d this run)\n%-22s %.2f%%\n%-22s %.1f\n%-22s %.0f\n",
-              "model", model_name.c_str(), "arch", o.arch.c_str(), "parameters", params, "epochs", o.epochs,
+  std::printf("\n%-22s %s\n%-22s %s\n%-22s %s\n%-22s %zu\n%-22s %d (%d this run)\n%-22s %.2f%%\n%-22s %.1f\n%-22s %.0f\n",
+              "model", model_name.c_str(), "arch", o.arch.c_str(), "backend", examples::backend_description(o.backend).c_str(),
+              "parameters", params, "epochs", o.epochs,
               static_cast<int>(history.size()), "test accuracy", 100 * test_accuracy, "train seconds", train_seconds,
               "train images/s", images_per_s);
-  std::printf("{\"example\": \"scaling_mlp\", \"arch\": \"%s\", \"model\": \"%s\", \"optimizer\": \"%s\", "
-              "\"epochs\": %d, \"epochs_run\": %zu, \"batch\": %d, \"threads\": %d, \"lr\": %g, \"weight_decay\": %g, "
+  std::printf("{\"example\": \"scaling_mlp\", \"backend\": \"%s\", \"device\": \"%s\", \"arch\": \"%s\", "
+              "\"model\": \"%s\", \"optimizer\": \"%s\", \"epochs\": %d, \"epochs_run\": %zu, \"batch\": %d, \"threads\": %d, \"lr\": %g, \"weight_decay\": %g, "
               "\"train_images\": %zu, \"params\": %zu, \"final_train_loss\": %.5f, \"test_accuracy\": %.4f, "
               "\"train_seconds\": %.2f, \"images_per_s\": %.1f}\n",
-              o.arch.c_str(), model_name.c_str(), o.optimizer.c_str(), o.epochs, history.size(), o.batch, o.threads,
+              o.backend.c_str(), examples::backend_description(o.backend).c_str(), o.arch.c_str(), model_name.c_str(),
+              o.optimizer.c_str(), o.epochs, history.size(), o.batch, o.threads,
               o.lr, o.weight_decay, n, params, history.empty() ? 0.0 : history.back().loss, test_accuracy,
               train_seconds, images_per_s);
   if (test_accuracy < o.min_accuracy) {
@@ -307,6 +350,36 @@ int train(const options& o, M& model, const std::string& model_name, const datas
     return 1;
   }
   return 0;
+}
+
+/// Builds the model chosen by --arch on backend B and trains it. The same seed
+/// gives the same initial weights on every backend (counter-based draws).
+template <backend B>
+int run(const options& o, const dataset& train_set, const dataset& test_set) {
+  rng g(static_cast<std::uint64_t>(o.seed));
+  if (o.arch == "mixer") {
+    const mlp::mixer_config c{.height = image_side, .width = image_side, .channels = 1,
+                              .patch = static_cast<std::size_t>(o.patch), .hidden = static_cast<std::size_t>(o.hidden),
+                              .blocks = static_cast<std::size_t>(o.blocks),
+                              .token_mlp = static_cast<std::size_t>(o.token_mlp),
+                              .channel_mlp = static_cast<std::size_t>(o.channel_mlp), .classes = classes};
+    if (o.patch < 1 || o.hidden < 1 || o.blocks < 1 || o.token_mlp < 0 || o.channel_mlp < 0)
+      throw value_error("scaling_mlp: --patch, --hidden, --blocks must be >= 1");
+    mlp::mlp_mixer<float, B> model(g, c);
+    const std::string name = "Mixer-P_" + std::to_string(o.patch) + "-H_" + std::to_string(o.hidden) + "-B_" +
+                             std::to_string(o.blocks);
+    return train<B>(o, model, name, train_set, test_set);
+  }
+  const auto sizes = mlp::parse_model_name(o.model, "--model").with_io(image_size, classes);
+  if (o.arch == "bottleneck") {
+    mlp::bottleneck_mlp<mlp::config{.in = image_size, .classes = classes}, float, B> model(g, sizes);
+    return train<B>(o, model, mlp::model_name(sizes), train_set, test_set);
+  }
+  if (o.arch == "standard") {
+    mlp::standard_mlp<mlp::config{.in = image_size, .classes = classes}, float, B> model(g, sizes);
+    return train<B>(o, model, "S-" + mlp::model_name(sizes), train_set, test_set);
+  }
+  throw value_error("--arch: '" + o.arch + "' is not one of bottleneck, standard, mixer");
 }
 
 }  // namespace
@@ -318,6 +391,7 @@ int main(int argc, char** argv) try {
             "Trains a Scaling-MLPs model (B-MLP, S-MLP or MLP-Mixer) on Fashion-MNIST and reports test accuracy.\n"
             "The last stdout line is a JSON object (test_accuracy, train_seconds, params, ...).");
   cli.add("data", o.data, "folder with Fashion-MNIST's {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz");
+  cli.add("backend", o.backend, "cpu | cuda (builds compiled by nvcc) | emulated (the device code path on the CPU, for testing)");
   cli.add("arch", o.arch, "bottleneck | standard | mixer");
   cli.add("model", o.model, "B_<blocks>-Wi_<width>[-Exp_<expansion>] for bottleneck and standard");
   cli.add("patch", o.patch, "mixer: patch side (divides 28)");
@@ -350,6 +424,7 @@ int main(int argc, char** argv) try {
     throw value_error("scaling_mlp: --epochs, --batch, --threads, --eval-batch must be >= 1; --train-subset, "
                       "--holdout, --crop-padding >= 0");
   if (o.warmup < 0 || o.mixup < 0) throw value_error("scaling_mlp: --warmup and --mixup must be >= 0");
+  examples::check_backend("scaling_mlp", o.backend);
   const auto [lr, wd] = default_lr_decay(o.optimizer);
   if (o.lr == 0) o.lr = lr;
   if (o.weight_decay < 0) o.weight_decay = wd;
@@ -368,30 +443,11 @@ int main(int argc, char** argv) try {
     train_set = {train_set.images.rows(0, k), train_set.labels.rows(0, k)};
   }
 
-  rng g(static_cast<std::uint64_t>(o.seed));
-  if (o.arch == "mixer") {
-    const mlp::mixer_config c{.height = image_side, .width = image_side, .channels = 1,
-                              .patch = static_cast<std::size_t>(o.patch), .hidden = static_cast<std::size_t>(o.hidden),
-                              .blocks = static_cast<std::size_t>(o.blocks),
-                              .token_mlp = static_cast<std::size_t>(o.token_mlp),
-                              .channel_mlp = static_cast<std::size_t>(o.channel_mlp), .classes = classes};
-    if (o.patch < 1 || o.hidden < 1 || o.blocks < 1 || o.token_mlp < 0 || o.channel_mlp < 0)
-      throw value_error("scaling_mlp: --patch, --hidden, --blocks must be >= 1");
-    mlp::mlp_mixer<float> model(g, c);
-    const std::string name = "Mixer-P_" + std::to_string(o.patch) + "-H_" + std::to_string(o.hidden) + "-B_" +
-                             std::to_string(o.blocks);
-    return train(o, model, name, train_set, test_set);
-  }
-  const auto sizes = mlp::parse_model_name(o.model, "--model").with_io(image_size, classes);
-  if (o.arch == "bottleneck") {
-    mlp::bottleneck_mlp<mlp::config{.in = image_size, .classes = classes}> model(g, sizes);
-    return train(o, model, mlp::model_name(sizes), train_set, test_set);
-  }
-  if (o.arch == "standard") {
-    mlp::standard_mlp<mlp::config{.in = image_size, .classes = classes}> model(g, sizes);
-    return train(o, model, "S-" + mlp::model_name(sizes), train_set, test_set);
-  }
-  throw value_error("--arch: '" + o.arch + "' is not one of bottleneck, standard, mixer");
+  if (o.backend == "emulated") return run<emulated_device>(o, train_set, test_set);
+#ifdef __CUDACC__
+  if (o.backend == "cuda") return run<moekit::cuda>(o, train_set, test_set);
+#endif
+  return run<cpu>(o, train_set, test_set);
 } catch (const moekit::error& e) {
   std::fprintf(stderr, "scaling_mlp: %s\n", e.what());
   return 2;

@@ -6,6 +6,10 @@ after warm-ups, interleaved with the same ceiling (the step's GEMMs alone, as
 torch.mm calls). Prints one JSON line with the same fields as bench_mlp.
 
     OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 /usr/bin/python3 bench/python/mlp_torch.py --threads 2
+    python3 bench/python/mlp_torch.py --device cuda      # bench_mlp --backend cuda's baseline
+
+On the GPU each step and the ceiling are timed with CUDA events on the current
+stream, TF32 is off, and the JSON names the GPU.
 """
 import argparse
 import json
@@ -62,6 +66,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     a = ap.parse_args()
     m = re.fullmatch(r"B_(\d+)-Wi_(\d+)(?:-Exp_(\d+))?", a.model)
     if not m:
@@ -70,12 +75,15 @@ def main():
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     n = a.batch
+    dev = torch.device(a.device)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 GEMMs stay fp32, as in bench_mlp
 
-    model = BottleneckMLP(784, width, blocks, 10, expansion)
+    model = BottleneckMLP(784, width, blocks, 10, expansion).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
-    x = torch.randn(n, 784)
-    y = torch.randint(0, 10, (n,))
+    x = torch.randn(n, 784, device=dev)
+    y = torch.randint(0, 10, (n,), device=dev)
 
     def step():
         opt.zero_grad()
@@ -85,9 +93,9 @@ def main():
 
     shapes = layers(784, width, blocks, 10, expansion)
     widest = max(max(s) for s in shapes)
-    xs = torch.rand(n, widest)
-    dys = torch.rand(n, widest)
-    ws = {s: torch.rand(s) for s in set(shapes)}
+    xs = torch.rand(n, widest, device=dev)
+    dys = torch.rand(n, widest, device=dev)
+    ws = {s: torch.rand(s, device=dev) for s in set(shapes)}
 
     def ceiling():
         for i, (fi, fo) in enumerate(shapes):
@@ -103,20 +111,31 @@ def main():
         for r in runs:
             r()
     times = [[], []]
+    if dev.type == "cuda":
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     for _ in range(a.reps):
         for i, r in enumerate(runs):
-            t0 = time.perf_counter()
-            r()
-            times[i].append((time.perf_counter() - t0) * 1e3)
+            if dev.type == "cuda":
+                start.record()
+                r()
+                stop.record()
+                stop.synchronize()
+                times[i].append(start.elapsed_time(stop))
+            else:
+                t0 = time.perf_counter()
+                r()
+                times[i].append((time.perf_counter() - t0) * 1e3)
     med, p10, p90 = summarize(times[0])
     cmed = summarize(times[1])[0]
     params = sum(p.numel() for p in model.parameters())
     out = {"bench": "mlp_train_step", "impl": "torch", "torch": torch.__version__, "config": a.model,
-           "backend": "cpu", "threads": a.threads, "batch": n, "params": params, "median_ms": round(med, 4),
+           "backend": dev.type, "threads": a.threads, "batch": n, "params": params, "median_ms": round(med, 4),
            "p10_ms": round(p10, 4), "p90_ms": round(p90, 4), "images_per_s": round(n / (med * 1e-3), 2),
            "gflops": round(flops / (med * 1e6), 3), "ceiling": "step GEMMs as torch.mm",
            "ceiling_median_ms": round(cmed, 4), "ceiling_gflops": round(flops / (cmed * 1e6), 3),
            "fraction_of_ceiling": round(cmed / med, 4)}
+    if dev.type == "cuda":
+        out.update(gpu=torch.cuda.get_device_name(dev), tf32="off", ceiling="step GEMMs as torch.mm (TF32 off)")
     print(json.dumps(out))
     print(f"torch {a.model} batch {n}, {a.threads} thread(s): step {med:.2f} ms (p10 {p10:.2f}, p90 {p90:.2f}) = "
           f"{n / (med * 1e-3):.0f} images/s | GEMMs alone {cmed:.2f} ms", file=sys.stderr)

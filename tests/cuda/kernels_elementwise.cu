@@ -7,6 +7,8 @@
 // Without a device every GPU case prints "SKIPPED: no CUDA device" and returns.
 #include <catch2/catch.hpp>
 
+#include "skip.cuh"
+
 #include <moekit.hpp>
 
 #include "moekit/cuda.hpp"
@@ -26,12 +28,6 @@ template <class T>
 using host = tensor<T, shape<dyn>, cpu>;
 template <class T>
 using device = tensor<T, shape<dyn>, moekit::cuda>;
-
-#define SKIP_WITHOUT_CUDA()                \
-  if (!moekit::cuda_available()) {         \
-    WARN("SKIPPED: no CUDA device");       \
-    return;                                \
-  }
 
 /// (rows, cols) cases: one row, one column, warp rows (≤ 1024 columns), block
 /// rows (> 1024), columns not a multiple of 32, and enough rows for several blocks.
@@ -212,7 +208,7 @@ TEST_CASE("cuda kernels: matrix_walk steps (row, col) like division", "[cuda][ma
 }
 
 TEMPLATE_TEST_CASE("cuda kernels: map and generate match the CPU", "[cuda][map]", float, double) {
-  SKIP_WITHOUT_CUDA();
+  MOEKIT_SKIP_WITHOUT_CUDA_DEVICE();
   using T = TestType;
   rng g(11);
   for (std::size_t n : {1u, 31u, 1000u, 100003u}) {
@@ -254,7 +250,7 @@ TEMPLATE_TEST_CASE("cuda kernels: map and generate match the CPU", "[cuda][map]"
 }
 
 TEST_CASE("cuda kernels: map with mixed and 16-bit element types", "[cuda][map]") {
-  SKIP_WITHOUT_CUDA();
+  MOEKIT_SKIP_WITHOUT_CUDA_DEVICE();
   rng g(12);
   const std::size_t n = 4099;
   const host<float> a = random_host<float>(g, n), b = random_host<float>(g, n);
@@ -287,7 +283,7 @@ TEST_CASE("cuda kernels: map with mixed and 16-bit element types", "[cuda][map]"
 }
 
 TEMPLATE_TEST_CASE("cuda kernels: map_rows and map_cols match the CPU", "[cuda][map]", float, double) {
-  SKIP_WITHOUT_CUDA();
+  MOEKIT_SKIP_WITHOUT_CUDA_DEVICE();
   using T = TestType;
   rng g(13);
   for (auto [rows, cols] : matrix_sizes) {
@@ -312,7 +308,7 @@ TEMPLATE_TEST_CASE("cuda kernels: map_rows and map_cols match the CPU", "[cuda][
 }
 
 TEMPLATE_TEST_CASE("cuda kernels: reduce_rows and reduce_cols match the CPU", "[cuda][reduce]", float, double) {
-  SKIP_WITHOUT_CUDA();
+  MOEKIT_SKIP_WITHOUT_CUDA_DEVICE();
   using T = TestType;
   rng g(14);
   auto sizes = matrix_sizes;
@@ -357,7 +353,7 @@ TEMPLATE_TEST_CASE("cuda kernels: reduce_rows and reduce_cols match the CPU", "[
 }
 
 TEST_CASE("cuda kernels: reduce over index_t is exact", "[cuda][reduce]") {
-  SKIP_WITHOUT_CUDA();
+  MOEKIT_SKIP_WITHOUT_CUDA_DEVICE();
   rng g(15);
   for (auto [rows, cols] : {std::pair<std::size_t, std::size_t>{3, 70001}, {300, 40}, {4097, 70}}) {
     INFO(size_name(rows, cols));
@@ -376,7 +372,7 @@ TEST_CASE("cuda kernels: reduce over index_t is exact", "[cuda][reduce]") {
 
 TEMPLATE_TEST_CASE("cuda kernels: argmax_rows matches the CPU, ties and NaNs included", "[cuda][reduce]", float,
                    double) {
-  SKIP_WITHOUT_CUDA();
+  MOEKIT_SKIP_WITHOUT_CUDA_DEVICE();
   using T = TestType;
   rng g(16);
   for (auto [rows, cols] : matrix_sizes) {
@@ -413,7 +409,7 @@ TEMPLATE_TEST_CASE("cuda kernels: argmax_rows matches the CPU, ties and NaNs inc
 
 TEMPLATE_TEST_CASE("cuda kernels: softmax and log-softmax, forward and backward, match the CPU", "[cuda][softmax]",
                    float, double) {
-  SKIP_WITHOUT_CUDA();
+  MOEKIT_SKIP_WITHOUT_CUDA_DEVICE();
   using T = TestType;
   constexpr double abs = tolerance<T>::abs;
   rng g(17);
@@ -459,7 +455,7 @@ TEMPLATE_TEST_CASE("cuda kernels: softmax and log-softmax, forward and backward,
 }
 
 TEST_CASE("cuda kernels: bf16 softmax and layer norm follow the float CPU kernels", "[cuda][softmax][norm]") {
-  SKIP_WITHOUT_CUDA();
+  MOEKIT_SKIP_WITHOUT_CUDA_DEVICE();
   rng g(18);
   for (auto [rows, cols] : {std::pair<std::size_t, std::size_t>{5, 33}, {3, 2000}}) {
     INFO(size_name(rows, cols));
@@ -485,7 +481,7 @@ TEST_CASE("cuda kernels: bf16 softmax and layer norm follow the float CPU kernel
 
 TEMPLATE_TEST_CASE("cuda kernels: layer norm and RMS norm, forward and backward, match the CPU", "[cuda][norm]", float,
                    double) {
-  SKIP_WITHOUT_CUDA();
+  MOEKIT_SKIP_WITHOUT_CUDA_DEVICE();
   using T = TestType;
   constexpr double rel = tolerance<T>::rel, abs = 10 * tolerance<T>::abs;
   const T eps = T(1e-5);
@@ -571,7 +567,7 @@ TEMPLATE_TEST_CASE("cuda kernels: layer norm and RMS norm, forward and backward,
 
 TEMPLATE_TEST_CASE("cuda kernels: batch norm statistics, forward and backward match the CPU", "[cuda][batch_norm]",
                    float, double) {
-  SKIP_WITHOUT_CUDA();
+  MOEKIT_SKIP_WITHOUT_CUDA_DEVICE();
   using T = TestType;
   constexpr double rel = tolerance<T>::rel, abs = 10 * tolerance<T>::abs;
   const T eps = T(1e-5);
@@ -641,7 +637,7 @@ TEMPLATE_TEST_CASE("cuda kernels: batch norm statistics, forward and backward ma
 }
 
 TEMPLATE_TEST_CASE("cuda kernels: copy and copy_blocks match the CPU", "[cuda][copy]", float, double, index_t) {
-  SKIP_WITHOUT_CUDA();
+  MOEKIT_SKIP_WITHOUT_CUDA_DEVICE();
   using T = TestType;
   rng g(21);
   const std::size_t n = 10007;
@@ -676,7 +672,7 @@ TEMPLATE_TEST_CASE("cuda kernels: copy and copy_blocks match the CPU", "[cuda][c
 
 TEMPLATE_TEST_CASE("cuda kernels: transpose_2d and transpose_2d_batched match the CPU", "[cuda][transpose]", float,
                    double, index_t) {
-  SKIP_WITHOUT_CUDA();
+  MOEKIT_SKIP_WITHOUT_CUDA_DEVICE();
   using T = TestType;
   auto sizes = matrix_sizes;
   sizes.insert(sizes.end(), {{33, 65}, {1, 3000}, {3000, 1}, {70000, 2}});
@@ -703,7 +699,7 @@ TEMPLATE_TEST_CASE("cuda kernels: transpose_2d and transpose_2d_batched match th
 }
 
 TEST_CASE("cuda kernels: transpose moves 16-bit values bit for bit", "[cuda][transpose]") {
-  SKIP_WITHOUT_CUDA();
+  MOEKIT_SKIP_WITHOUT_CUDA_DEVICE();
   rng g(23);
   const std::size_t batch = 2, rows = 45, cols = 77, n = batch * rows * cols;
   const host<bf16> x = host_map<bf16>(random_host<float>(g, n), to_bf16{});

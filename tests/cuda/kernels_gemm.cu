@@ -4,6 +4,8 @@
 // prints "SKIPPED: no CUDA device" and returns.
 #include <catch2/catch.hpp>
 
+#include "skip.cuh"
+
 #include <cmath>
 #include <cstddef>
 #include <limits>
@@ -282,28 +284,19 @@ void check_bias_backward(const std::vector<index_t>& offsets_v, std::size_t n, D
 }  // namespace
 
 TEST_CASE("cuda gemm: every transpose combination matches the CPU, float and double", "[cuda][gemm]") {
-  if (!mk::cuda_available()) {
-    WARN("SKIPPED: no CUDA device");
-    return;
-  }
+  MOEKIT_SKIP_WITHOUT_CUDA_DEVICE();
   check_gemm_all_transposes<float>();
   check_gemm_all_transposes<double>();
 }
 
 TEST_CASE("cuda gemm: bf16 and half with float accumulation match the CPU", "[cuda][gemm]") {
-  if (!mk::cuda_available()) {
-    WARN("SKIPPED: no CUDA device");
-    return;
-  }
+  MOEKIT_SKIP_WITHOUT_CUDA_DEVICE();
   check_gemm_all_transposes<bf16>();
   check_gemm_all_transposes<mk::half>();
 }
 
 TEST_CASE("cuda gemm: k = 0 scales C by beta, m = 0 touches nothing", "[cuda][gemm]") {
-  if (!mk::cuda_available()) {
-    WARN("SKIPPED: no CUDA device");
-    return;
-  }
+  MOEKIT_SKIP_WITHOUT_CUDA_DEVICE();
   check_gemm<float>(false, false, 6, 4, 0, 1.0f, 0.5f);
   check_gemm<float>(true, true, 6, 4, 0, 1.0f, 0.0f, /*nan_c=*/true);
   check_gemm<float>(false, true, 0, 4, 3, 1.0f, 0.5f);
@@ -311,10 +304,7 @@ TEST_CASE("cuda gemm: k = 0 scales C by beta, m = 0 touches nothing", "[cuda][ge
 }
 
 TEST_CASE("cuda gemm_strided_batched matches the CPU", "[cuda][gemm]") {
-  if (!mk::cuda_available()) {
-    WARN("SKIPPED: no CUDA device");
-    return;
-  }
+  MOEKIT_SKIP_WITHOUT_CUDA_DEVICE();
   for (bool ta : {false, true})
     for (bool tb : {false, true}) {
       check_strided_batched<float>(ta, tb);
@@ -324,10 +314,7 @@ TEST_CASE("cuda gemm_strided_batched matches the CPU", "[cuda][gemm]") {
 }
 
 TEST_CASE("cuda gemm_grouped: fixed and random offsets, both weight layouts, match the CPU", "[cuda][gemm_grouped]") {
-  if (!mk::cuda_available()) {
-    WARN("SKIPPED: no CUDA device");
-    return;
-  }
+  MOEKIT_SKIP_WITHOUT_CUDA_DEVICE();
   mk::rng g(77);
   for (bool trans_w : {false, true}) {
     check_gemm_grouped<float>(trans_w, fixed_offsets, 37, 130, 1.25f, 0.75f);
@@ -343,10 +330,7 @@ TEST_CASE("cuda gemm_grouped: fixed and random offsets, both weight layouts, mat
 }
 
 TEST_CASE("cuda gemm_grouped: bf16 and half inputs with float accumulation", "[cuda][gemm_grouped]") {
-  if (!mk::cuda_available()) {
-    WARN("SKIPPED: no CUDA device");
-    return;
-  }
+  MOEKIT_SKIP_WITHOUT_CUDA_DEVICE();
   mk::rng g(78);
   for (bool trans_w : {false, true}) {
     check_gemm_grouped<bf16>(trans_w, fixed_offsets, 37, 130, 1.25f, 0.75f);
@@ -356,10 +340,7 @@ TEST_CASE("cuda gemm_grouped: bf16 and half inputs with float accumulation", "[c
 }
 
 TEST_CASE("cuda gemm_grouped_reduce: beta 0 and 1, empty groups, match the CPU", "[cuda][gemm_grouped]") {
-  if (!mk::cuda_available()) {
-    WARN("SKIPPED: no CUDA device");
-    return;
-  }
+  MOEKIT_SKIP_WITHOUT_CUDA_DEVICE();
   mk::rng g(79);
   for (float beta : {0.0f, 1.0f}) {
     check_gemm_grouped_reduce<float>(fixed_offsets, 70, 130, beta);
@@ -371,10 +352,7 @@ TEST_CASE("cuda gemm_grouped_reduce: beta 0 and 1, empty groups, match the CPU",
 }
 
 TEST_CASE("cuda grouped_bias_activation_backward: dz and deterministic db match the CPU", "[cuda][gemm_grouped]") {
-  if (!mk::cuda_available()) {
-    WARN("SKIPPED: no CUDA device");
-    return;
-  }
+  MOEKIT_SKIP_WITHOUT_CUDA_DEVICE();
   mk::rng g(80);
   for (bool with_db : {false, true}) {
     check_bias_backward(fixed_offsets, 45, mk::fn::gelu_backward{}, with_db);

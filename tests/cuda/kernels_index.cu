@@ -5,6 +5,8 @@
 // Without a device every case prints "SKIPPED: no CUDA device" and returns.
 #include <catch2/catch.hpp>
 
+#include "skip.cuh"
+
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -86,12 +88,6 @@ void require_close(const std::vector<T>& got, const std::vector<T>& want, double
 template <class T>
 constexpr double tol = sizeof(T) == 8 ? 1e-12 : 2e-5;
 
-#define SKIP_WITHOUT_CUDA()                 \
-  if (!moekit::cuda_available()) {          \
-    WARN("SKIPPED: no CUDA device");        \
-    return;                                 \
-  }
-
 /// A random CSR structure over `n` rows and columns with about a quarter
 /// empty rows, its values (nnz · heads) and a random permutation of the entries.
 struct random_csr {
@@ -113,7 +109,7 @@ struct random_csr {
 }  // namespace
 
 TEMPLATE_TEST_CASE("cuda top_k_rows: equal to the CPU, ties and large k included", "[cuda][top_k]", float, double) {
-  SKIP_WITHOUT_CUDA();
+  MOEKIT_SKIP_WITHOUT_CUDA_DEVICE();
   const std::size_t rows = 97;
   for (std::size_t cols : {1u, 5u, 64u, 257u, 1500u}) {  // 1500: a block per row
     for (int levels : {0, 4}) {                            // 4: ties everywhere
@@ -137,7 +133,7 @@ TEMPLATE_TEST_CASE("cuda top_k_rows: equal to the CPU, ties and large k included
 }
 
 TEMPLATE_TEST_CASE("cuda softmax_top_k_rows: softmax_rows then top_k_rows", "[cuda][top_k]", float, double) {
-  SKIP_WITHOUT_CUDA();
+  MOEKIT_SKIP_WITHOUT_CUDA_DEVICE();
   const std::size_t rows = 300;
   for (std::size_t cols : {8u, 64u, 2000u}) {
     auto x = random_values<TestType>(rows * cols, 200 + cols, 16);  // repeated logits: tied probabilities
@@ -173,7 +169,7 @@ TEMPLATE_TEST_CASE("cuda softmax_top_k_rows: softmax_rows then top_k_rows", "[cu
 
 TEMPLATE_TEST_CASE("cuda gather_rows and scatter_add_rows: equal to the CPU, deterministic", "[cuda][gather]", float,
                    double) {
-  SKIP_WITHOUT_CUDA();
+  MOEKIT_SKIP_WITHOUT_CUDA_DEVICE();
   const std::size_t src_rows = 50, n = 1000;
   for (std::size_t cols : {1u, 7u, 130u}) {
     INFO("cols " << cols);
@@ -209,7 +205,7 @@ TEMPLATE_TEST_CASE("cuda gather_rows and scatter_add_rows: equal to the CPU, det
 }
 
 TEST_CASE("cuda sort_pairs: stable, equal to the CPU, in place", "[cuda][sort]") {
-  SKIP_WITHOUT_CUDA();
+  MOEKIT_SKIP_WITHOUT_CUDA_DEVICE();
   const std::size_t n = 5000;
   for (index_t span : {8, 1 << 20}) {
     INFO("span " << span);
@@ -230,7 +226,7 @@ TEST_CASE("cuda sort_pairs: stable, equal to the CPU, in place", "[cuda][sort]")
 }
 
 TEST_CASE("cuda histogram: equal to the CPU, out-of-range keys skipped", "[cuda][histogram]") {
-  SKIP_WITHOUT_CUDA();
+  MOEKIT_SKIP_WITHOUT_CUDA_DEVICE();
   const std::size_t n = 20000;
   for (std::size_t bins : {1u, 4u, 64u, 10000u}) {  // 10000: the global-atomics path
     INFO("bins " << bins);
@@ -246,7 +242,7 @@ TEST_CASE("cuda histogram: equal to the CPU, out-of-range keys skipped", "[cuda]
 }
 
 TEST_CASE("cuda exclusive_scan: integers exact and in place, floats to rounding", "[cuda][scan]") {
-  SKIP_WITHOUT_CUDA();
+  MOEKIT_SKIP_WITHOUT_CUDA_DEVICE();
   for (std::size_t n : {1u, 33u, 100000u}) {
     INFO("n " << n);
     const auto in = random_keys(n, 600 + n, 0, 100);
@@ -271,7 +267,7 @@ TEST_CASE("cuda exclusive_scan: integers exact and in place, floats to rounding"
 
 TEMPLATE_TEST_CASE("cuda CSR kernels: spmm, sddmm, segment softmax and its backward", "[cuda][sparse]", float,
                    double) {
-  SKIP_WITHOUT_CUDA();
+  MOEKIT_SKIP_WITHOUT_CUDA_DEVICE();
   const std::size_t n = 120;
   const random_csr a(n, 700);
   const std::size_t nnz = a.nnz();

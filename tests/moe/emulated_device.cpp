@@ -29,35 +29,6 @@ using namespace moekit;
 
 namespace {
 
-/// emulated_device with a meter on its copies to the host.
-struct metered_device {
-  static constexpr std::string_view name = "metered_device";
-  static constexpr bool host_accessible = false;
-  static void* allocate(std::size_t bytes) { return cpu::allocate(bytes); }
-  static void deallocate(void* p, std::size_t bytes) noexcept { cpu::deallocate(p, bytes); }
-};
-std::size_t host_reads = 0;  // copies metered_device -> cpu so far
-
-}  // namespace
-
-namespace moekit {
-template <>
-struct kernels<metered_device> : kernels<cpu> {};
-template <>
-struct transfer<cpu, metered_device> : transfer<cpu, cpu> {};
-template <>
-struct transfer<metered_device, metered_device> : transfer<cpu, cpu> {};
-template <>
-struct transfer<metered_device, cpu> {
-  static void copy(const void* src, void* dst, std::size_t bytes) {
-    ++host_reads;
-    if (bytes) std::memcpy(dst, src, bytes);
-  }
-};
-}  // namespace moekit
-
-namespace {
-
 using device = emulated_device;
 
 template <class X>
@@ -326,11 +297,11 @@ TEST_CASE("device MoE layer step: no host read when dropless, one with a capacit
   auto reads_of_step = [&](auto& layer) {
     tape t;
     auto xv = t.variable(x);
-    const std::size_t before = host_reads;
+    const std::size_t before = metered_device::host_reads();
     auto y = layer(xv);
-    const std::size_t forward = host_reads - before;
+    const std::size_t forward = metered_device::host_reads() - before;
     t.backward(y, dy);
-    return std::pair{forward, host_reads - before - forward};
+    return std::pair{forward, metered_device::host_reads() - before - forward};
   };
 
   SECTION("top-k, dropless, aux losses and a shared expert") {
@@ -338,9 +309,9 @@ TEST_CASE("device MoE layer step: no host read when dropless, one with a capacit
         {.load_balance_weight = 0.01, .z_loss_weight = 0.001, .sequence_balance_weight = 0.1, .seq_len = 6}, true);
     REQUIRE(reads_of_step(layer) == std::pair<std::size_t, std::size_t>{0, 0});
     // The aux terms are read only when asked for, one copy each.
-    const std::size_t before = host_reads;
+    const std::size_t before = metered_device::host_reads();
     REQUIRE(layer.last_routing().aux_terms[0].value() > 0);
-    REQUIRE(host_reads == before + 1);
+    REQUIRE(metered_device::host_reads() == before + 1);
   }
   SECTION("top-k with a capacity factor: one read, the kept total") {
     auto layer = make_top_k<metered_device, 4, 2, swiglu>({.capacity_factor = 0.5}, false);

@@ -21,29 +21,35 @@
 
 namespace moekit::detail {
 
-/// Log: out = x - max - log(sum(exp(x - max))); else out = exp(x - max) / sum(exp(x - max)).
+/// One row by the Threads lanes of a row_group: y[0, cols) = log_softmax or
+/// softmax of x[0, cols). Log: y = x - max - log(sum(exp(x - max))); else
+/// y = exp(x - max) / sum(exp(x - max)). Also the first half of the fused
+/// router kernel (top_k.cuh), so its probabilities equal softmax_rows' bit for bit.
+template <int Threads, bool Log, class T>
+__device__ void softmax_row(std::size_t cols, const T* x, T* y) {
+  using group = row_group<Threads>;
+  using A = accumulate_t<T>;
+  A m = -std::numeric_limits<A>::infinity();
+  for (std::size_t c = group::lane(); c < cols; c += Threads) m = fn::max{}(m, static_cast<A>(x[c]));
+  m = group::reduce(m, fn::max{});
+  A sum = 0;
+  for (std::size_t c = group::lane(); c < cols; c += Threads) sum += std::exp(static_cast<A>(x[c]) - m);
+  sum = group::reduce(sum, fn::add{});
+  if constexpr (Log) {
+    const A shift = m + std::log(sum);
+    for (std::size_t c = group::lane(); c < cols; c += Threads) y[c] = static_cast<T>(static_cast<A>(x[c]) - shift);
+  } else {
+    const A inv = A(1) / sum;
+    for (std::size_t c = group::lane(); c < cols; c += Threads)
+      y[c] = static_cast<T>(std::exp(static_cast<A>(x[c]) - m) * inv);
+  }
+}
+
 template <int Threads, bool Log, class T>
 __global__ void softmax_rows_kernel(std::size_t rows, std::size_t cols, const T* in, T* out) {
   using group = row_group<Threads>;
-  using A = accumulate_t<T>;
-  for (std::size_t r = group::first_row(); r < rows; r += group::row_stride()) {
-    const T* x = in + r * cols;
-    T* y = out + r * cols;
-    A m = -std::numeric_limits<A>::infinity();
-    for (std::size_t c = group::lane(); c < cols; c += Threads) m = fn::max{}(m, static_cast<A>(x[c]));
-    m = group::reduce(m, fn::max{});
-    A sum = 0;
-    for (std::size_t c = group::lane(); c < cols; c += Threads) sum += std::exp(static_cast<A>(x[c]) - m);
-    sum = group::reduce(sum, fn::add{});
-    if constexpr (Log) {
-      const A shift = m + std::log(sum);
-      for (std::size_t c = group::lane(); c < cols; c += Threads) y[c] = static_cast<T>(static_cast<A>(x[c]) - shift);
-    } else {
-      const A inv = A(1) / sum;
-      for (std::size_t c = group::lane(); c < cols; c += Threads)
-        y[c] = static_cast<T>(std::exp(static_cast<A>(x[c]) - m) * inv);
-    }
-  }
+  for (std::size_t r = group::first_row(); r < rows; r += group::row_stride())
+    softmax_row<Threads, Log>(cols, in + r * cols, out + r * cols);
 }
 
 /// Log: dx = dy - exp(y) * sum(dy); else dx = y * (dy - sum(dy * y)).

@@ -23,6 +23,7 @@
 #include "check.cuh"
 #include "launch.cuh"
 #include "reduce.cuh"
+#include "softmax.cuh"
 #include "stream.cuh"
 
 namespace moekit::detail {
@@ -74,24 +75,6 @@ __device__ void select_row(std::size_t cols, std::size_t k, const T* x, T* value
   }
 }
 
-/// y[0, cols) = softmax(x[0, cols)), the same expressions and reduction tree
-/// as softmax.cuh's softmax_rows_kernel, so the probabilities equal
-/// cuda_softmax::softmax_rows bit for bit.
-template <int Threads, class T>
-__device__ void softmax_row(std::size_t cols, const T* x, T* y) {
-  using A = accumulate_t<T>;
-  using group = row_group<Threads>;
-  A m = -std::numeric_limits<A>::infinity();
-  for (std::size_t c = group::lane(); c < cols; c += Threads) m = fn::max{}(m, static_cast<A>(x[c]));
-  m = group::reduce(m, fn::max{});
-  A sum = 0;
-  for (std::size_t c = group::lane(); c < cols; c += Threads) sum += std::exp(static_cast<A>(x[c]) - m);
-  sum = group::reduce(sum, fn::add{});
-  const A inv = A(1) / sum;
-  for (std::size_t c = group::lane(); c < cols; c += Threads)
-    y[c] = static_cast<T>(std::exp(static_cast<A>(x[c]) - m) * inv);
-}
-
 template <int Threads, class T>
 __global__ void __launch_bounds__(threads_per_block)
     top_k(std::size_t rows, std::size_t cols, std::size_t k, const T* in, T* values, index_t* indices) {
@@ -107,7 +90,7 @@ __global__ void __launch_bounds__(threads_per_block)
   using group = row_group<Threads>;
   for (std::size_t r = group::first_row(); r < rows; r += group::row_stride()) {
     T* p = probs + r * cols;
-    softmax_row<Threads>(cols, logits + r * cols, p);
+    softmax_row<Threads, false>(cols, logits + r * cols, p);
     // The selection reads probabilities other threads of the group wrote.
     if constexpr (Threads == 32) __syncwarp();
     else __syncthreads();
