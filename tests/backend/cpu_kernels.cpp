@@ -198,6 +198,17 @@ TEST_CASE("gather and scatter-add rows", "[backend][gather]") {
   REQUIRE(dst == std::vector<double>{30, 40, 0, 0, 501, 602});
 }
 
+TEST_CASE("gather and scatter-add rows: indices outside the bound are zero rows / skipped", "[backend][gather]") {
+  std::vector<double> src{1, 2, 3, 4, 5, 6};  // (3, 2)
+  std::vector<index_t> idx{2, -1, 3};         // one valid, two outside [0, 3)
+  std::vector<double> g(6, -7.0);
+  K::gather_rows(3, 2, src.data(), idx.data(), g.data(), 3);
+  REQUIRE(g == std::vector<double>{5, 6, 0, 0, 0, 0});
+  std::vector<double> dst(6, 1.0);
+  K::scatter_add_rows(3, 2, src.data(), idx.data(), dst.data(), static_cast<const double*>(nullptr), 3);
+  REQUIRE(dst == std::vector<double>{1, 1, 1, 1, 2, 3});
+}
+
 TEST_CASE("sort pairs: stable, counting and general paths", "[backend][sort]") {
   for (index_t span : {8, 1 << 20}) {  // small key range: counting sort; large: merge sort
     const std::size_t n = 1000;

@@ -194,6 +194,17 @@ TEST_CASE("emulated_device: out-of-range device labels count as ignored", "[back
   REQUIRE(grad == host_flat(logits2.grad()));
 }
 
+TEST_CASE("emulated_device: out-of-range device indices never read or write out of bounds",
+          "[backend][emulated][index]") {
+  // The host throws on them (tests/tensor); a device cannot look without a
+  // sync, so a bad gather index gives a zero row and a bad scatter index adds nothing.
+  const auto x = from_values<float>(shape<dyn, 2>{3}, {1, 2, 3, 4, 5, 6}).to<emulated_device>();  // (3, 2)
+  const auto idx = from_values<index_t>(shape<dyn>{4}, {2, 3, -1, 0}).to<emulated_device>();
+  REQUIRE(host_flat(gather_rows(x, idx)) == flat{5, 6, 0, 0, 0, 0, 1, 2});
+  const auto src = from_values<float>(shape<dyn, 2>{4}, {1, 1, 2, 2, 3, 3, 4, 4}).to<emulated_device>();  // (4, 2)
+  REQUIRE(host_flat(scatter_add_rows(src, idx, 3)) == flat{4, 4, 0, 0, 1, 1});
+}
+
 TEST_CASE("emulated_device: attention with causal, length and padding masks", "[backend][emulated][attention]") {
   require_backends_agree([]<class B>() {
     rng g(8);

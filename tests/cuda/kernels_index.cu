@@ -204,6 +204,27 @@ TEMPLATE_TEST_CASE("cuda gather_rows and scatter_add_rows: equal to the CPU, det
   }
 }
 
+TEMPLATE_TEST_CASE("cuda gather_rows and scatter_add_rows: indices outside the bound as on the CPU", "[cuda][gather]",
+                   float, double) {
+  MOEKIT_SKIP_WITHOUT_CUDA_DEVICE();
+  const std::size_t rows = 20, n = 300, cols = 5;
+  const auto src = random_values<TestType>(rows * cols, 310);
+  const auto idx = random_keys(n, 311, -5, static_cast<index_t>(rows + 5));  // about a third out of range
+  std::vector<TestType> g(n * cols);
+  K::gather_rows(n, cols, src.data(), idx.data(), g.data(), rows);
+  auto dg = device_empty<TestType>(n * cols);
+  G::gather_rows(n, cols, to_device(src).data(), to_device(idx).data(), dg.data(), rows);
+  REQUIRE(to_host(dg) == g);  // zero rows where the index is out of range
+
+  const auto rows_src = random_values<TestType>(n * cols, 312);
+  auto out = random_values<TestType>(rows * cols, 313);
+  auto d_out = to_device(out);
+  K::scatter_add_rows(n, cols, rows_src.data(), idx.data(), out.data(), static_cast<const TestType*>(nullptr), rows);
+  G::scatter_add_rows(n, cols, to_device(rows_src).data(), to_device(idx).data(), d_out.data(),
+                      static_cast<const TestType*>(nullptr), rows);
+  require_close(to_host(d_out), out, 20 * tol<TestType>);
+}
+
 TEST_CASE("cuda sort_pairs: stable, equal to the CPU, in place", "[cuda][sort]") {
   MOEKIT_SKIP_WITHOUT_CUDA_DEVICE();
   const std::size_t n = 5000;

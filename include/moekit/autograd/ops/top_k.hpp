@@ -32,7 +32,8 @@ tensor<T, S, B> top_k_backward(const S& x_shape, const tensor<T, SY, B>& dy, con
   auto dx = zeros<T, B>(x_shape);
   tensor<index_t, shape<dyn>, B> flat(shape<dyn>{idx.size()});
   kernels<B>::generate(idx.size(), flat.data(), fn::selected_position{idx.data(), idx.extent(1), x_shape.extent(1)});
-  kernels<B>::scatter_add_rows(idx.size(), 1, dy.data(), flat.data(), dx.data());
+  kernels<B>::scatter_add_rows(idx.size(), 1, dy.data(), flat.data(), dx.data(), static_cast<const T*>(nullptr),
+                               dx.size());
   return dx;
 }
 

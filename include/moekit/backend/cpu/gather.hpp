@@ -4,30 +4,48 @@
 
 #include <cstddef>
 #include <cstring>
+#include <limits>
 
 #include "../../core/config.hpp"
 #include "parallel.hpp"
 
 namespace moekit::detail {
 
+/// Whether row index r lies in [0, rows).
+inline bool row_in_range(index_t r, std::size_t rows) noexcept {
+  return r >= 0 && static_cast<std::size_t>(r) < rows;
+}
+
 struct cpu_gather {
-  /// dst[i, :] = src[index[i], :] for i in [0, n).
+  static constexpr std::size_t unbounded = std::numeric_limits<std::size_t>::max();
+
+  /// dst[i, :] = src[index[i], :] for i in [0, n). A row whose index lies
+  /// outside [0, src_rows) comes out zero: the tensor ops throw on such host
+  /// indices first, but device indices cannot be read without a sync, and a
+  /// bad one must not read outside src (emulated_device runs this kernel).
   template <class T>
-  static void gather_rows(std::size_t n, std::size_t cols, const T* src, const index_t* index, T* dst) {
+  static void gather_rows(std::size_t n, std::size_t cols, const T* src, const index_t* index, T* dst,
+                          std::size_t src_rows = unbounded) {
     parallel_for(n, cols, [&](std::size_t lo, std::size_t hi) {
-      for (std::size_t i = lo; i < hi; ++i)
-        std::memcpy(dst + i * cols, src + static_cast<std::size_t>(index[i]) * cols, cols * sizeof(T));
+      for (std::size_t i = lo; i < hi; ++i) {
+        if (row_in_range(index[i], src_rows))
+          std::memcpy(dst + i * cols, src + static_cast<std::size_t>(index[i]) * cols, cols * sizeof(T));
+        else
+          std::memset(static_cast<void*>(dst + i * cols), 0, cols * sizeof(T));
+      }
     });
   }
 
   /// dst[index[i], :] += scale[i] * src[i, :] (scale may be null: 1). Rows that
   /// collide are added in the order of i; threads split the columns, so the
-  /// result is the same for any thread count.
+  /// result is the same for any thread count. Indices outside [0, dst_rows)
+  /// are skipped (see gather_rows).
   template <class T>
   static void scatter_add_rows(std::size_t n, std::size_t cols, const T* src, const index_t* index, T* dst,
-                               const T* scale = nullptr) {
+                               const T* scale = nullptr, std::size_t dst_rows = unbounded) {
     parallel_for(cols, n, [&](std::size_t lo, std::size_t hi) {
       for (std::size_t i = 0; i < n; ++i) {
+        if (!row_in_range(index[i], dst_rows)) continue;
         const T* s = src + i * cols;
         T* d = dst + static_cast<std::size_t>(index[i]) * cols;
         const T w = scale ? scale[i] : T(1);

@@ -16,7 +16,9 @@ namespace detail {
 
 /// Throws value_error unless every index lies in [0, n); `of()` describes what
 /// is indexed (built only on failure). Only host-visible indices are checked:
-/// reading device indices here would synchronise.
+/// reading device indices here would synchronise. On a device the kernels
+/// get the bound instead: an out-of-range gather row is zero, an out-of-range
+/// scatter row is skipped.
 template <class SI, class B, class Describe>
 void check_indices(const char* op, const tensor<index_t, SI, B>& idx, std::size_t n, Describe of) {
   static_assert(SI::rank() == 1, "index: the index tensor must have rank 1");
@@ -44,7 +46,7 @@ tensor<T, set_axis_t<0, SI::static_extent(0), S>, B> gather_rows(const char* op,
   auto ext = x.shape().extents();
   ext[0] = idx.extent(0);
   tensor<T, R, B> out(R::from_extents(ext, op));
-  kernels<B>::gather_rows(idx.size(), row_size(x.shape()), x.data(), idx.data(), out.data());
+  kernels<B>::gather_rows(idx.size(), row_size(x.shape()), x.data(), idx.data(), out.data(), x.extent(0));
   return out;
 }
 
@@ -63,7 +65,7 @@ tensor<T, set_axis_t<0, dyn, S>, B> scatter_add_rows(const char* op, const tenso
   auto ext = src.shape().extents();
   ext[0] = rows;
   auto out = zeros<T, B>(R::from_extents(ext, op));
-  kernels<B>::scatter_add_rows(idx.size(), row_size(src.shape()), src.data(), idx.data(), out.data(), scale);
+  kernels<B>::scatter_add_rows(idx.size(), row_size(src.shape()), src.data(), idx.data(), out.data(), scale, rows);
   return out;
 }
 
