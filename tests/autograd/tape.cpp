@@ -6,6 +6,8 @@
 
 #include <moekit.hpp>
 
+#include "../support/blas_threads.hpp"
+
 using namespace moekit;
 
 TEST_CASE("tape: gradients of a small expression", "[autograd][tape]") {
@@ -120,9 +122,9 @@ run_result train_step(std::uint64_t seed) {
 
 TEST_CASE("determinism: same seed, bitwise identical outputs and gradients", "[autograd][determinism]") {
   const int saved = num_threads();
-  set_num_threads(2);
+  moekit::testing::thread_setting(2);
   auto a = train_step(123), b = train_step(123);
-  set_num_threads(1);
+  moekit::testing::thread_setting(1);
   auto c = train_step(123);
   set_num_threads(saved);
   auto same = [](const std::vector<float>& x, const std::vector<float>& y) {

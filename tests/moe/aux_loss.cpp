@@ -146,7 +146,7 @@ TEST_CASE("add_auxiliary_loss passes y through and sends 1 into aux", "[moe][aux
   auto y0 = t.variable(from_values<double>(shape<dyn, 2>{2}, {1, 2, 3, 4}));
   auto a = t.variable(from_values<double>(shape<2>{}, {0.5, -1.5}));
   auto aux = sum(a * a);  // d aux / d a = 2a
-  auto y = moe::add_auxiliary_loss(y0 * 3.0, aux);
+  auto y = add_auxiliary_loss(y0 * 3.0, aux);
   for (std::size_t i = 0; i < 4; ++i) REQUIRE(y.value()[i] == 3.0 * double(i + 1));
   t.backward(sum(y));
   for (std::size_t i = 0; i < 4; ++i) REQUIRE(y0.grad()[i] == 3.0);
@@ -157,7 +157,7 @@ TEST_CASE("add_auxiliary_loss passes y through and sends 1 into aux", "[moe][aux
   tape t2;
   auto s = t2.variable(from_values<double>(shape<>{}, {2.0}));
   auto x = t2.variable(from_values<double>(shape<dyn, 1>{3}, {1, 1, 1}));
-  auto z = moe::add_auxiliary_loss(x, sum(s * 1.0));
+  auto z = add_auxiliary_loss(x, sum(s * 1.0));
   t2.backward(z, from_values<double>(shape<dyn, 1>{3}, {5, 6, 7}));
   REQUIRE(s.grad()[0] == 1.0);
   REQUIRE(x.grad()[2] == 7.0);

@@ -22,6 +22,8 @@
 #include <moekit.hpp>
 #include <moekit/moe.hpp>
 
+#include "../support/blas_threads.hpp"
+
 using namespace moekit;
 
 namespace {
@@ -459,9 +461,9 @@ TEST_CASE("moe::layer gives the same bits on 1 and 2 threads", "[moe][layer][det
   // Large enough that the grouped GEMMs spread groups over threads and the
   // element-wise loops fork.
   const int saved = num_threads();
-  set_num_threads(1);
+  moekit::testing::thread_setting(1);
   const auto one = seeded_run(9, 512, 128);
-  set_num_threads(2);
+  moekit::testing::thread_setting(2);
   const auto two = seeded_run(9, 512, 128);
   set_num_threads(saved);
   REQUIRE(bitwise_equal(one, two));

@@ -3,17 +3,32 @@
 // stacks E experts' weights along a leading expert axis and runs them on rows
 // grouped by expert: one grouped GEMM per weight matrix, never a loop of
 // per-token ops. Weights are stored (in, out) per expert, like nn::linear.
+//
+// A bank serves E router slots with G weight sets (G = E unless shared):
+// share(slot_map) merges the slots mapped to one set into it (their mean),
+// after which the bank holds G sets, reports G in its parameter count, runs
+// each set once on the rows of all its slots and accumulates their
+// gradients into it, and saves its map with its weights. The weight matrices
+// are reachable by name (w1(), w2(), ...), and hidden_weights(visit) lists each
+// with the axis of its hidden units (what a neuron permutation reorders).
 #pragma once
 
 #include <cmath>
 #include <cstddef>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
 
 #include "../autograd/ops/activation.hpp"
 #include "../autograd/ops/arithmetic.hpp"
+#include "../tensor/ops/cast.hpp"
 #include "../autograd/ops/grouped.hpp"
 #include "../autograd/parameter.hpp"
 #include "../nn/init.hpp"
 #include "../tensor/ops/fast_activation.hpp"
+#include "../tensor/ops/index.hpp"
+#include "slot_map.hpp"
 
 namespace moekit::moe {
 
@@ -65,6 +80,33 @@ H bias_activate(const H& h, const V& b, const group_offsets<B>& offsets) {
   else return activate<A>(h);
 }
 
+/// Regroups every stacked parameter of `bank` (leading axis: weight set) from
+/// the sets of `current` to those of `next` (both over the same slots): new
+/// set g is the mean of the old sets of the slots that `next` maps to g.
+template <class Bank, class B>
+void share_weight_sets(Bank& bank, slot_map<B>& current, const slot_map<B>& next) {
+  if (next.slots() != current.slots())
+    throw value_error("expert bank: share: the map has " + std::to_string(next.slots()) + " slots, the bank " +
+                      std::to_string(current.slots()));
+  const auto to = next.host();
+  std::vector<std::size_t> members(next.weight_sets(), 0);
+  for (index_t g : to) ++members[static_cast<std::size_t>(g)];
+  auto scale_host = tensor<double, shape<dyn>, cpu>(shape<dyn>{to.size()});
+  for (std::size_t s = 0; s < to.size(); ++s) scale_host[s] = 1.0 / static_cast<double>(members[static_cast<std::size_t>(to[s])]);
+  bank.parameters([&](std::string_view, auto& p) {
+    using P = std::remove_cvref_t<decltype(p)>;
+    using T = typename P::value_type;
+    auto ext = p.shape().extents();
+    const std::size_t inner = p.size() / ext[0];
+    auto per_slot = gather_rows(p.value().reshape(shape<dyn, dyn>{ext[0], inner}), current.map());  // (E, inner)
+    auto scale = moekit::detail::to_backend<B>(cast<T>(scale_host));                                 // (E)
+    auto merged = scatter_add_rows(per_slot, next.map(), next.weight_sets(), scale);                 // (G, inner)
+    ext[0] = next.weight_sets();
+    p = P(merged.reshape(P::shape_type::from_extents(ext, "expert bank")));
+  });
+  current = next;
+}
+
 /// Stacked (E, in, out) weights drawn like nn::linear's PyTorch default.
 template <class S, class T, class B>
 parameter<T, S, B> stacked_weight(rng& g, std::size_t e, std::size_t in, std::size_t out) {
@@ -88,16 +130,20 @@ struct ffn_expert {
   template <std::size_t E, class T, backend B>
   class bank {
    public:
+    /// Axes of the hidden units in w1 (G, D, F), b1 (G, F) and w2 (G, F, D).
+    static constexpr std::size_t w1_hidden_axis = 2, b1_hidden_axis = 1, w2_hidden_axis = 1;
+
     explicit bank(rng& g, std::size_t e = E, std::size_t d = D, std::size_t f = F)
-        : w1_(detail::stacked_weight<shape<E, D, F>, T, B>(g, e, d, f)),
-          w2_(detail::stacked_weight<shape<E, F, D>, T, B>(g, e, f, d)) {
+        : w1_(detail::stacked_weight<shape<dyn, D, F>, T, B>(g, e, d, f)),
+          w2_(detail::stacked_weight<shape<dyn, F, D>, T, B>(g, e, f, d)),
+          slots_(e) {
       if constexpr (Bias) {
-        b1_ = detail::stacked_bias<shape<E, F>, T, B>(g, e, d, f);
-        b2_ = detail::stacked_bias<shape<E, D>, T, B>(g, e, f, d);
+        b1_ = detail::stacked_bias<shape<dyn, F>, T, B>(g, e, d, f);
+        b2_ = detail::stacked_bias<shape<dyn, D>, T, B>(g, e, f, d);
       }
     }
 
-    /// rows (A, D) grouped by expert -> (A, D); offsets (E + 1) on B.
+    /// rows (A, D) grouped by weight set -> (A, D); offsets (G + 1) on B.
     template <class S>
     auto operator()(const var<T, S, B>& rows, const group_offsets<B>& offsets) const {
       auto h = detail::bias_activate<Act, Bias>(grouped_matmul(rows, w1_, offsets), b1_, offsets);  // (A, F)
@@ -106,7 +152,24 @@ struct ffn_expert {
       return y;
     }
 
-    std::size_t experts() const noexcept { return w1_.extent(0); }
+    std::size_t experts() const noexcept { return slots_.slots(); }         // E, router slots
+    std::size_t weight_sets() const noexcept { return w1_.extent(0); }     // G
+    const slot_map<B>& slots() const noexcept { return slots_; }
+    /// Serves the slots through `m`: slots mapped to one set share its weights.
+    void share(const slot_map<B>& m) { detail::share_weight_sets(*this, slots_, m); }
+
+    auto& w1() noexcept { return w1_; }  // (G, D, F)
+    auto& b1() noexcept { return b1_; }  // (G, F), unset without biases
+    auto& w2() noexcept { return w2_; }  // (G, F, D)
+    auto& b2() noexcept { return b2_; }  // (G, D), unset without biases
+
+    /// visit(name, parameter, hidden axis) for every matrix with hidden units.
+    template <class V>
+    void hidden_weights(V&& visit) {
+      visit("w1", w1_, w1_hidden_axis);
+      if constexpr (Bias) visit("b1", b1_, b1_hidden_axis);
+      visit("w2", w2_, w2_hidden_axis);
+    }
 
     template <class V>
     void parameters(V&& visit) {
@@ -115,12 +178,17 @@ struct ffn_expert {
       visit("w2", w2_);
       if constexpr (Bias) visit("b2", b2_);
     }
+    template <class V>
+    void buffers(V&& visit) {
+      if (!slots_.identity()) visit("slot_map", slots_.map());
+    }
 
    private:
-    parameter<T, shape<E, D, F>, B> w1_;  // (E, D, F)
-    parameter<T, shape<E, F>, B> b1_;     // (E, F)
-    parameter<T, shape<E, F, D>, B> w2_;  // (E, F, D)
-    parameter<T, shape<E, D>, B> b2_;     // (E, D)
+    parameter<T, shape<dyn, D, F>, B> w1_;  // (G, D, F)
+    parameter<T, shape<dyn, F>, B> b1_;     // (G, F)
+    parameter<T, shape<dyn, F, D>, B> w2_;  // (G, F, D)
+    parameter<T, shape<dyn, D>, B> b2_;     // (G, D)
+    slot_map<B> slots_;                     // (E) slot -> weight set
   };
 };
 
@@ -133,10 +201,14 @@ struct swiglu_expert {
   template <std::size_t E, class T, backend B>
   class bank {
    public:
+    /// Axes of the hidden units in w_gate, w_up (G, D, F) and w_down (G, F, D).
+    static constexpr std::size_t w_gate_hidden_axis = 2, w_up_hidden_axis = 2, w_down_hidden_axis = 1;
+
     explicit bank(rng& g, std::size_t e = E, std::size_t d = D, std::size_t f = F)
-        : w_gate_(detail::stacked_weight<shape<E, D, F>, T, B>(g, e, d, f)),
-          w_up_(detail::stacked_weight<shape<E, D, F>, T, B>(g, e, d, f)),
-          w_down_(detail::stacked_weight<shape<E, F, D>, T, B>(g, e, f, d)) {}
+        : w_gate_(detail::stacked_weight<shape<dyn, D, F>, T, B>(g, e, d, f)),
+          w_up_(detail::stacked_weight<shape<dyn, D, F>, T, B>(g, e, d, f)),
+          w_down_(detail::stacked_weight<shape<dyn, F, D>, T, B>(g, e, f, d)),
+          slots_(e) {}
 
     template <class S>
     auto operator()(const var<T, S, B>& rows, const group_offsets<B>& offsets) const {
@@ -145,7 +217,23 @@ struct swiglu_expert {
       return grouped_matmul(gate * up, w_down_, offsets);                                      // (A, D)
     }
 
-    std::size_t experts() const noexcept { return w_gate_.extent(0); }
+    std::size_t experts() const noexcept { return slots_.slots(); }          // E, router slots
+    std::size_t weight_sets() const noexcept { return w_gate_.extent(0); }  // G
+    const slot_map<B>& slots() const noexcept { return slots_; }
+    /// Serves the slots through `m`: slots mapped to one set share its weights.
+    void share(const slot_map<B>& m) { detail::share_weight_sets(*this, slots_, m); }
+
+    auto& w_gate() noexcept { return w_gate_; }  // (G, D, F)
+    auto& w_up() noexcept { return w_up_; }      // (G, D, F)
+    auto& w_down() noexcept { return w_down_; }  // (G, F, D)
+
+    /// visit(name, parameter, hidden axis) for every matrix.
+    template <class V>
+    void hidden_weights(V&& visit) {
+      visit("w_gate", w_gate_, w_gate_hidden_axis);
+      visit("w_up", w_up_, w_up_hidden_axis);
+      visit("w_down", w_down_, w_down_hidden_axis);
+    }
 
     template <class V>
     void parameters(V&& visit) {
@@ -153,11 +241,16 @@ struct swiglu_expert {
       visit("w_up", w_up_);
       visit("w_down", w_down_);
     }
+    template <class V>
+    void buffers(V&& visit) {
+      if (!slots_.identity()) visit("slot_map", slots_.map());
+    }
 
    private:
-    parameter<T, shape<E, D, F>, B> w_gate_;  // (E, D, F)
-    parameter<T, shape<E, D, F>, B> w_up_;    // (E, D, F)
-    parameter<T, shape<E, F, D>, B> w_down_;  // (E, F, D)
+    parameter<T, shape<dyn, D, F>, B> w_gate_;  // (G, D, F)
+    parameter<T, shape<dyn, D, F>, B> w_up_;    // (G, D, F)
+    parameter<T, shape<dyn, F, D>, B> w_down_;  // (G, F, D)
+    slot_map<B> slots_;                         // (E) slot -> weight set
   };
 };
 

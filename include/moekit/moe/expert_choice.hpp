@@ -11,13 +11,22 @@
 #include <string>
 
 #include "../autograd/ops/layout.hpp"
+#include "../core/host_device.hpp"
 #include "../autograd/ops/matmul.hpp"
 #include "../autograd/ops/softmax.hpp"
 #include "../autograd/ops/top_k.hpp"
 #include "../nn/init.hpp"
-#include "routing.hpp"
+#include "dispatch.hpp"
 
 namespace moekit::moe {
+
+namespace fn {
+/// i -> i / size: the group of position i when every group has `size` members.
+struct group_of_position {
+  std::size_t size;
+  MOEKIT_HOST_DEVICE index_t operator()(std::size_t i) const { return static_cast<index_t>(i / size); }
+};
+}  // namespace fn
 
 struct expert_choice_options {
   double capacity_factor = 2.0;  // c = ceil(cf · T / E) tokens per expert
@@ -27,6 +36,7 @@ template <std::size_t D, std::size_t E, class T = float, backend B = cpu>
 class expert_choice_router {
  public:
   static constexpr std::size_t experts_extent = E;
+  using value_type = T;
 
   explicit expert_choice_router(rng& g, expert_choice_options o = {}, std::size_t d = D, std::size_t e = E)
       : w_(nn::init_weight<T, B>(g, shape<D, E>::from_extents(std::array{d, e}, "expert_choice_router"), d, e,
@@ -36,7 +46,6 @@ class expert_choice_router {
   }
 
   std::size_t experts() const noexcept { return w_.extent(1); }
-  void train(bool = true) noexcept {}
 
   /// Tokens each expert takes for a batch of `tokens`.
   std::size_t capacity(std::size_t tokens) const noexcept {
@@ -47,19 +56,14 @@ class expert_choice_router {
   template <class S>
   routing<T, B> route(const var<T, S, B>& x) {
     const std::size_t tokens = x.extent(0), e = experts(), c = capacity(tokens);
-    routing<T, B> plan;
-    plan.tokens = tokens, plan.experts = e;
-    auto logits = matmul(x, w_);  // (T, E)
-    plan.logits = shape_cast<shape<dyn, dyn>>(logits.value());
+    auto logits = matmul(x, w_);               // (T, E)
     auto scores = transpose(softmax(logits));  // (E, T)
     auto [vals, idx] = top_k(scores, c);       // (E, c)
-    plan.token = idx.reshape(shape<dyn>{e * c});
-    plan.gate = reshape(vals, shape<dyn>{e * c});
-    // Every expert has c assignments: expert a / c, offsets 0, c, 2c, ...,
-    // made on B from the sizes alone (no host loop over device memory).
-    plan.expert = tensor<index_t, shape<dyn>, B>(shape<dyn>{e * c});
-    kernels<B>::generate(e * c, plan.expert.data(), detail::group_of_position{c});
-    plan.offsets = detail::equal_offsets<B>(e, c);
+    // Triples (token, expert, gate), already grouped by expert: expert a / c.
+    auto expert = generate<index_t, B>(shape<dyn>{e * c}, fn::group_of_position{c});  // (E·c)
+    auto plan = plan_from_assignments(tokens, e, idx.reshape(shape<dyn>{e * c}), expert,
+                                      reshape(vals, shape<dyn>{e * c}));
+    plan.logits = shape_cast<shape<dyn, dyn>>(logits.value());
     return plan;
   }
 

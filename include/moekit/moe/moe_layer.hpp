@@ -1,6 +1,7 @@
-// moekit/moe/moe_layer.hpp — moe::layer<Router, Expert>: route, gather rows
-// in expert order, one grouped GEMM per expert matrix over the segments,
-// gate-weighted scatter-add back; plus optional always-on shared experts.
+// moekit/moe/moe_layer.hpp — moe::layer<Router, Expert>: route, then
+// apply_experts (gather rows in expert order, one grouped GEMM per expert
+// matrix over the segments, gate-weighted scatter-add back; dispatch.hpp),
+// plus optional always-on shared experts and the router's auxiliary loss.
 // Backward runs through the same permutation (scatter-add <-> gather) and
 // grouped GEMMs, and reaches x, every expert weight and the router.
 //
@@ -12,13 +13,13 @@
 
 #include <cstddef>
 #include <optional>
+#include <string>
 #include <utility>
 
+#include "../autograd/ops/auxiliary_loss.hpp"
 #include "../autograd/ops/arithmetic.hpp"
-#include "../autograd/ops/index.hpp"
-#include "aux_loss.hpp"
-#include "combine.hpp"
 #include "concepts.hpp"
+#include "dispatch.hpp"
 #include "expert_bank.hpp"
 
 namespace moekit::moe {
@@ -31,8 +32,10 @@ class layer {
 
  public:
   static constexpr std::size_t d_model = Expert::d_model;
-  using bank_type = typename Expert::template bank<Router::experts_extent, T, B>;
+  using router_type = Router;
+  using bank_type = typename Expert::template bank<experts_extent_v<Router>, T, B>;
   using shared_type = typename Expert::template bank<1, T, B>;
+  using plan_type = decltype(std::declval<Router&>().route(std::declval<const var<T, shape<dyn, d_model>, B>&>()));
 
   /// A layer from a router and its experts; `shared`: an always-on expert
   /// applied to every token (DeepSeek-style shared experts; give it width
@@ -50,24 +53,18 @@ class layer {
   template <class S>
   var<T, S, B> operator()(const var<T, S, B>& x) {
     auto plan = router_.route(x);
-    auto rows = dispatch(x, plan);                      // (A, D) in expert order
-    auto y = experts_(rows, plan.offsets);              // (A, D)
-    auto combined = combine(y, plan, x.extent(0));      // (T, D)
-    auto out = shape_as(combined, x);
-    if (shared_) {
-      auto all = detail::equal_offsets<B>(1, x.extent(0));  // one group: every row
-      out = out + shape_as((*shared_)(x, all), x);
-    }
-    if (plan.aux_loss.value().defined()) out = add_auxiliary_loss(out, plan.aux_loss);
+    auto out = apply_experts(experts_, x, plan);            // (T, D)
+    if (shared_) out = out + apply_to_all(*shared_, x);     // (T, D)
+    out = add_auxiliary_loss(out, plan.aux_loss);           // the router's balance terms ride on out's backward
     last_ = std::move(plan);
     return out;
   }
 
   Router& router() noexcept { return router_; }
   bank_type& experts() noexcept { return experts_; }
-  /// The routing plan of the last forward (counts, aux terms, logits).
-  const routing<T, B>& last_routing() const noexcept { return last_; }
-  void train(bool on = true) { router_.train(on); }
+  /// The routing plan of the last forward (counts, aux terms, logits, per-slot view).
+  const plan_type& last_routing() const noexcept { return last_; }
+  void train(bool on = true) { set_training(router_, on); }
 
   template <class V>
   void parameters(V&& visit) {
@@ -77,17 +74,10 @@ class layer {
   }
 
  private:
-  // The combine's result has a dyn leading extent; give it x's shape type back.
-  template <class V, class S>
-  static var<T, S, B> shape_as(const V& v, const var<T, S, B>& x) {
-    if constexpr (std::is_same_v<typename V::shape_type, S>) return v;
-    else return reshape(v, x.shape());
-  }
-
   Router router_;
   bank_type experts_;
   std::optional<shared_type> shared_;
-  routing<T, B> last_;
+  plan_type last_;
 };
 
 }  // namespace moekit::moe

@@ -16,7 +16,6 @@
 #include "../autograd/var.hpp"
 #include "../core/config.hpp"
 #include "../core/host_device.hpp"
-#include "../tensor/ops/creation.hpp"
 #include "../tensor/ops/grouped.hpp"
 
 namespace moekit::moe {
@@ -36,12 +35,26 @@ struct aux_term {
 
 template <class T = float, backend B = cpu>
 struct routing {
+  using value_type = T;
+  using backend_type = B;
+
   std::size_t tokens = 0;                  // T, rows of the layer input
-  std::size_t experts = 0;                 // E
+  std::size_t experts = 0;                 // E, router slots
+  std::size_t k = 0;                       // slots per token when made from a (T, k) choice, else 0
   tensor<index_t, shape<dyn>, B> token;    // (A) the token of each kept assignment, grouped by expert
   tensor<index_t, shape<dyn>, B> expert;   // (A) its expert, non-decreasing
+  tensor<index_t, shape<dyn>, B> source;   // (A) where it came from: t·k + j in a (T, k) choice, i among triples
   var<T, shape<dyn>, B> gate;              // (A) its combine weight; gradients reach the router
   group_offsets<B> offsets;                // (E + 1) segment bounds into the assignments
+  // Finer segments inside each expert's (e.g. one per expert and sequence, see
+  // moe::by_sequence), or undefined: (E · per_expert + 1) bounds.
+  group_offsets<B> sub_offsets;
+  std::size_t sub_segments_per_expert = 0;
+  // The per-(token, slot) view, kept for plans made from a (T, k) choice:
+  // choice(t, j) is the expert of token t's j-th slot and choice_gate(t, j)
+  // its gate, dropped slots included (source says which assignments were kept).
+  tensor<index_t, shape<dyn, dyn>, B> choice;  // (T, k)
+  var<T, shape<dyn, dyn>, B> choice_gate;      // (T, k)
   var<T, scalar_shape, B> aux_loss;        // Σ weight · term, or undefined when no term is on
   std::vector<aux_term<T, B>> aux_terms;   // for logging
   tensor<T, shape<dyn, dyn>, B> logits;    // (T, E) router logits, for routing statistics
@@ -71,17 +84,6 @@ struct is_routing : std::false_type {};
 template <class T, class B>
 struct is_routing<routing<T, B>> : std::true_type {};
 
-/// i -> i / size: the group of position i when every group has `size` members.
-struct group_of_position {
-  std::size_t size;
-  MOEKIT_HOST_DEVICE index_t operator()(std::size_t i) const { return static_cast<index_t>(i / size); }
-};
-
-/// Offsets of `groups` groups of `size` rows each: 0, size, 2·size, ... (groups + 1), made on B.
-template <backend B>
-group_offsets<B> equal_offsets(std::size_t groups, std::size_t size) {
-  return arange<index_t, B>(groups + 1, index_t{0}, static_cast<index_t>(size));
-}
 }  // namespace detail
 
 /// A routing plan (moe::routing<T, B>).

@@ -3,10 +3,12 @@
 // indices are a plain tensor (a selection has no gradient).
 #pragma once
 
+#include <array>
 #include <cstddef>
 
 #include "../../core/host_device.hpp"
 #include "../../tensor/ops/creation.hpp"
+#include "../../tensor/ops/softmax.hpp"
 #include "../../tensor/ops/top_k.hpp"
 #include "../tape.hpp"
 
@@ -58,6 +60,37 @@ auto top_k(const var<T, S, B>& x, std::size_t k) {
 template <std::size_t K, class T, class S, class B>
 auto top_k(const var<T, S, B>& x) {
   return detail::top_k<K>(x, K);
+}
+
+/// softmax over the rows of logits (rows, cols) and its top k.
+template <class VS, class VV, class I>
+struct softmax_top_k_result {
+  VS scores;   // (rows, cols) softmax(logits), a var
+  VV values;   // (rows, k) the k largest scores, descending, a var
+  I indices;   // (rows, k) their columns, a tensor
+};
+
+/// softmax(logits) and its top k from one kernel pass over each row (bit for
+/// bit softmax then top_k), recorded as the same two tape nodes as softmax
+/// then top_k, so the gradients are theirs: the router step of a top-k MoE.
+template <class T, class S, class B>
+auto softmax_top_k(const var<T, S, B>& logits, std::size_t k) {
+  static_assert(S::rank() == 2, "softmax_top_k: logits must be (rows, cols)");
+  using R = detail::top_k_shape_t<dyn, S>;
+  detail::check_k(logits.shape(), k);
+  const std::size_t rows = logits.extent(0), cols = logits.extent(1);
+  const auto rs = R::from_extents(std::array{rows, k}, "softmax_top_k");
+  tensor<T, S, B> probs(logits.shape());  // (rows, cols)
+  tensor<T, R, B> values(rs);             // (rows, k)
+  tensor<index_t, R, B> indices(rs);      // (rows, k)
+  kernels<B>::softmax_top_k_rows(rows, cols, k, logits.value().data(), probs.data(), values.data(), indices.data());
+  auto scores = record("softmax", probs, [logits, probs](const auto& dy) {
+    logits.accumulate(softmax_backward(probs, dy));
+  }, logits);
+  auto selected = record("top_k", values, [scores, indices](const auto& dy) {
+    scores.accumulate(detail::top_k_backward(scores.shape(), dy, indices));
+  }, scores);
+  return softmax_top_k_result<decltype(scores), decltype(selected), tensor<index_t, R, B>>{scores, selected, indices};
 }
 
 }  // namespace moekit
