@@ -89,6 +89,14 @@ class any_optimizer {
   virtual std::size_t steps() const = 0;
   virtual std::vector<io::tensor_record> state_records(const std::string& prefix) const = 0;
   virtual void load_state(const io::safetensors_data& file, const std::string& prefix) = 0;
+
+  // What io::save_checkpoint / io::load_checkpoint call (found by argument-dependent lookup).
+  friend std::vector<io::tensor_record> optimizer_state_records(const any_optimizer& o, const std::string& prefix) {
+    return o.state_records(prefix);
+  }
+  friend void load_optimizer_state(any_optimizer& o, const io::safetensors_data& file, const std::string& prefix) {
+    o.load_state(file, prefix);
+  }
 };
 
 template <class Opt>
@@ -101,9 +109,11 @@ class optimizer_of final : public any_optimizer {
   void set_lr_factor(double f) override { optim::set_lr_factor(opt_, f); }
   std::size_t steps() const override { return opt_.steps(); }
   std::vector<io::tensor_record> state_records(const std::string& prefix) const override {
-    return opt_.state_records(prefix);
+    return io::optimizer_state_records(opt_, prefix);
   }
-  void load_state(const io::safetensors_data& file, const std::string& prefix) override { opt_.load_state(file, prefix); }
+  void load_state(const io::safetensors_data& file, const std::string& prefix) override {
+    io::load_optimizer_state(opt_, file, prefix);
+  }
 
  private:
   Opt opt_;

@@ -26,6 +26,7 @@
 #include "moekit/tensor/ops/matmul.hpp"
 #include "moekit/tensor/ops/norm.hpp"
 #include "moekit/tensor/ops/reduce.hpp"
+#include "moekit/tensor/ops/routing.hpp"
 #include "moekit/tensor/ops/rope.hpp"
 #include "moekit/tensor/ops/softmax.hpp"
 #include "moekit/tensor/ops/sums.hpp"
@@ -40,7 +41,9 @@
 #include "moekit/autograd/ops/arithmetic.hpp"
 #include "moekit/autograd/ops/batch_norm.hpp"
 #include "moekit/autograd/ops/cast.hpp"
+#include "moekit/autograd/ops/auxiliary_loss.hpp"
 #include "moekit/autograd/ops/combine.hpp"
+#include "moekit/autograd/ops/constant.hpp"
 #include "moekit/autograd/ops/dropout.hpp"
 #include "moekit/autograd/ops/grouped.hpp"
 #include "moekit/autograd/ops/logsumexp.hpp"
@@ -55,6 +58,7 @@
 #include "moekit/autograd/ops/softmax.hpp"
 #include "moekit/autograd/ops/top_k.hpp"
 #include "moekit/autograd/parameter.hpp"
+#include "moekit/autograd/parameter_tree.hpp"
 #include "moekit/autograd/tape.hpp"
 #include "moekit/autograd/var.hpp"
 
@@ -78,6 +82,7 @@
 #include "moekit/io/flags.hpp"
 #include "moekit/io/checkpoint.hpp"
 #include "moekit/io/idx.hpp"
+#include "moekit/io/optimizer_state.hpp"
 #include "moekit/io/safetensors.hpp"
 
 #include "moekit/mlp/block.hpp"

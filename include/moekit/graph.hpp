@@ -2,9 +2,8 @@
 #pragma once
 
 #include "autograd/ops/sparse.hpp"
+#include "data/graph_dataset.hpp"
 #include "graph/csbm.hpp"
-#include "graph/csr.hpp"
-#include "graph/dataset.hpp"
 #include "graph/gat_conv.hpp"
 #include "graph/gcn_conv.hpp"
 #include "graph/gin_conv.hpp"
@@ -12,4 +11,5 @@
 #include "graph/normalize.hpp"
 #include "graph/sage_conv.hpp"
 #include "io/graph.hpp"
+#include "tensor/csr.hpp"
 #include "tensor/ops/sparse.hpp"

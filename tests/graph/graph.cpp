@@ -8,7 +8,6 @@
 #include <moekit/autograd/ops/index.hpp>
 #include <moekit/autograd/ops/loss.hpp>
 #include <moekit/graph/csbm.hpp>
-#include <moekit/graph/csr.hpp>
 #include <moekit/graph/gat_conv.hpp>
 #include <moekit/graph/gcn_conv.hpp>
 #include <moekit/graph/gin_conv.hpp>
@@ -16,6 +15,7 @@
 #include <moekit/graph/normalize.hpp>
 #include <moekit/graph/sage_conv.hpp>
 #include <moekit/optim/adamw.hpp>
+#include <moekit/tensor/csr.hpp>
 #include <moekit/tensor/ops/reduce.hpp>
 #include <moekit/tensor/ops/sparse.hpp>
 

@@ -11,8 +11,8 @@
 
 #include <unistd.h>
 
-#include <moekit/graph/csr.hpp>
 #include <moekit/io/graph.hpp>
+#include <moekit/tensor/csr.hpp>
 
 #ifndef MOEKIT_SHARED_DATA_DIR
 #define MOEKIT_SHARED_DATA_DIR "../shared/data"

@@ -109,17 +109,17 @@ TEST_CASE("checkpoint: model + optimizer round trip continues exactly", "[mlp][c
   check_round_trip<optim::sgd<float>>(optim::sgd_options{.lr = 1e-1, .momentum = 0.9}, "sgd");
 }
 
-TEST_CASE("optimizer state_records: names, dtypes, shapes", "[mlp][checkpoint][optim]") {
+TEST_CASE("optimizer_state_records: names, dtypes, shapes", "[mlp][checkpoint][optim]") {
   rng g(4);
   tiny_mlp m(g);
   optim::adamw<float> opt(m);
-  auto before = opt.state_records();  // nothing allocated yet: step counts only
+  auto before = io::optimizer_state_records(opt);  // nothing allocated yet: step counts only
   REQUIRE(before.size() == 1 + 16);
   CHECK(before[0].name == "optim.steps");
   CHECK(before[0].dtype == "U64");
   CHECK(before[0].shape.empty());
   train_step(m, opt, make_batch(5));
-  auto after = opt.state_records("o/");
+  auto after = io::optimizer_state_records(opt, "o/");
   REQUIRE(after.size() == 1 + 16 * 3);  // step, exp_avg, exp_avg_sq per parameter
   CHECK(after[1].name == "o/stem.weight.step");
   CHECK(after[2].name == "o/stem.weight.buffer0");
@@ -132,8 +132,8 @@ TEST_CASE("optimizer state_records: names, dtypes, shapes", "[mlp][checkpoint][o
   rng g2(5);
   tiny_mlp fresh(g2);
   optim::adamw<float> fresh_opt(fresh);
-  io::save_safetensors(file.path, fresh_opt.state_records());
-  opt.load_state(io::read_safetensors(file.path));
+  io::save_safetensors(file.path, io::optimizer_state_records(fresh_opt));
+  io::load_optimizer_state(opt, io::read_safetensors(file.path));
   CHECK(opt.steps() == 0);
   CHECK(opt.state(0, 0).step == 0);
   CHECK(opt.state(0, 0).buffers.empty());
@@ -167,10 +167,10 @@ TEST_CASE("checkpoint: bad files are io_errors and change nothing", "[mlp][check
 
   // Optimizer state of a parameter the optimizer does not have.
   temp_file stray("moekit_ckpt_stray");
-  auto records = opt_a.state_records();
+  auto records = io::optimizer_state_records(opt_a);
   const tensor<float, shape<2>> extra = zeros<float>(shape<2>{});
   records.push_back(io::record_of("optim.ghost.buffer0", extra));
   io::save_safetensors(stray.path, records);
-  REQUIRE_THROWS_WITH(opt_b.load_state(io::read_safetensors(stray.path)), Catch::Contains("optim.ghost.buffer0"));
+  REQUIRE_THROWS_WITH(io::load_optimizer_state(opt_b, io::read_safetensors(stray.path)), Catch::Contains("optim.ghost.buffer0"));
   CHECK(opt_b.steps() == 0);
 }

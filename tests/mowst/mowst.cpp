@@ -53,7 +53,7 @@ std::vector<double> row_of(const tensor<double, S>& x, std::size_t i) {
   return r;
 }
 
-tensor<index_t, shape<dyn>> ids(std::vector<index_t> v) { return graph::detail::index_tensor_of(v); }
+tensor<index_t, shape<dyn>> ids(std::vector<index_t> v) { return moekit::detail::index_tensor_of(v); }
 
 }  // namespace
 

@@ -281,6 +281,44 @@ TEST_CASE("optimizer: state is allocated on the first step; zero_grad zeroes in 
   CHECK(opt.groups()[0].params[0].name == "p");
 }
 
+TEST_CASE("optimizer: restore_state takes back what for_each_state lists, all or nothing", "[optim][state]") {
+  using opt_type = optim::adamw<double>;
+  vec_model<> a{1, 2, 3}, b{1, 2, 3};
+  opt_type opt_a(a, {.lr = 0.1}), opt_b(b, {.lr = 0.1});
+  set_grad(a.p, {0.5, -1, 2});
+  opt_a.step();
+  std::vector<opt_type::state_type> states;
+  opt_a.for_each_state([&](const opt_type::view_type& p, const opt_type::state_type& s) {
+    CHECK(p.name == "p");
+    opt_type::state_type copy{s.step, {}};
+    for (const auto& buf : s.buffers) copy.buffers.push_back(buf.clone());
+    states.push_back(std::move(copy));
+  });
+  REQUIRE(states.size() == 1);
+
+  // Wrong number of states, or a buffer of another size: nothing changes.
+  REQUIRE_THROWS_AS(opt_b.restore_state(1, {}), value_error);
+  REQUIRE_THROWS_WITH(opt_b.restore_state(1, {}), Catch::Contains("adamw: restore_state"));
+  opt_type::state_type wrong{1, {zeros<double>(shape<dyn>{2})}};
+  REQUIRE_THROWS_AS(opt_b.restore_state(1, {wrong}), shape_error);
+  REQUIRE_THROWS_WITH(opt_b.restore_state(1, {wrong}), Catch::Contains("'p'"));
+  CHECK(opt_b.steps() == 0);
+  CHECK(opt_b.state(0, 0).buffers.empty());
+
+  // The restored optimizer takes the next step exactly as the original.
+  opt_b.restore_state(opt_a.steps(), std::move(states));
+  CHECK(opt_b.steps() == 1);
+  CHECK(opt_b.state(0, 0).step == 1);
+  b.p.value()[0] = a.p.value()[0];
+  b.p.value()[1] = a.p.value()[1];
+  b.p.value()[2] = a.p.value()[2];
+  set_grad(a.p, {-1, 0.25, 1});
+  set_grad(b.p, {-1, 0.25, 1});
+  opt_a.step();
+  opt_b.step();
+  for (std::size_t i = 0; i < 3; ++i) CHECK(b.p.value()[i] == a.p.value()[i]);
+}
+
 TEST_CASE("optimizer: parameter groups with their own options", "[optim][groups]") {
   matrix_model m;
   auto [vectors, matrices] = optim::split_groups(parameter_views<double>(m), [](const auto& p) { return p.extents.size() < 2; });

@@ -20,7 +20,7 @@
 
 #include "../core/random.hpp"
 #include "../tensor/ops/creation.hpp"
-#include "../nn/layer.hpp"
+#include "parameter_tree.hpp"
 #include "tape.hpp"
 
 namespace moekit {

@@ -25,8 +25,8 @@
 
 #include "../core/error.hpp"
 #include "../core/random.hpp"
+#include "../data/graph_dataset.hpp"
 #include "../tensor/ops/creation.hpp"
-#include "dataset.hpp"
 
 namespace moekit::graph {
 
@@ -92,9 +92,9 @@ inline dataset make_csbm(const csbm_options& o) {
     (r < o.train_per_class ? train : r < o.train_per_class + o.val_per_class ? val : test)
         .push_back(static_cast<index_t>(i));
   }
-  d.train = detail::index_tensor_of(train);
-  d.val = detail::index_tensor_of(val);
-  d.test = detail::index_tensor_of(test);
+  d.train = moekit::detail::index_tensor_of(train);
+  d.val = moekit::detail::index_tensor_of(val);
+  d.test = moekit::detail::index_tensor_of(test);
   return d;
 }
 

@@ -27,7 +27,7 @@
 #include "../core/error.hpp"
 #include "../nn/batch_norm.hpp"
 #include "../nn/dropout.hpp"
-#include "csr.hpp"
+#include "../tensor/csr.hpp"
 
 namespace moekit::graph {
 

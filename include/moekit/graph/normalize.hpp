@@ -13,7 +13,7 @@
 #include <cstddef>
 #include <vector>
 
-#include "csr.hpp"
+#include "../tensor/csr.hpp"
 
 namespace moekit::graph {
 

@@ -1,12 +1,17 @@
 // moekit/io/checkpoint.hpp — a training checkpoint in one safetensors file:
 // the model's parameters under their dotted names, the optimizer's state
-// under "optim." (optimizer::state_records) and string metadata (epoch, ...).
+// under "optim." (io/optimizer_state.hpp) and string metadata (epoch, ...).
 //
 //   io::save_checkpoint("run.safetensors", model, opt, {{"epoch", "3"}});
 //   auto meta = io::load_checkpoint("run.safetensors", model, opt);  // meta["epoch"] == "3"
 //
 // The file stays readable by safetensors tools (the optimizer's step counts
 // are U64 scalars).
+//
+// `opt` is an optim::optimizer (sgd, adamw, ...), or any type for which
+// optimizer_state_records(opt, prefix) and load_optimizer_state(opt, file,
+// prefix) are found by argument-dependent lookup: a type-erased optimizer
+// forwards them to the io:: functions (examples/scaling_mlp.cpp does).
 #pragma once
 
 #include <filesystem>
@@ -15,20 +20,18 @@
 #include <unordered_set>
 #include <vector>
 
-#include "../nn/layer.hpp"
+#include "../autograd/parameter_tree.hpp"
+#include "optimizer_state.hpp"
 #include "safetensors.hpp"
 
 namespace moekit::io {
-
-/// Where checkpoints keep the optimizer's state.
-inline constexpr const char* optimizer_prefix = "optim.";
 
 /// Writes model parameters, optimizer state and `metadata` to `path` atomically.
 template <parameterized M, class Opt>
 void save_checkpoint(const std::filesystem::path& path, M& model, const Opt& opt, metadata_map metadata = {}) {
   std::vector<tensor_record> records;
   visit_parameters(model, [&](const std::string& name, auto& p) { records.push_back(record_of(name, p.value())); });
-  for (auto& r : opt.state_records(optimizer_prefix)) records.push_back(std::move(r));
+  for (auto& r : optimizer_state_records(opt, optimizer_prefix)) records.push_back(std::move(r));
   metadata.try_emplace("format", "pt");
   save_safetensors(path, records, metadata);
 }
@@ -51,7 +54,7 @@ metadata_map load_checkpoint(const std::filesystem::path& path, M& model, Opt& o
   for (const auto& r : file.tensors)
     if (!params.contains(r.name) && !r.name.starts_with(optimizer_prefix))
       detail::safetensors_fail(path, r.name, "neither a parameter of the model nor optimizer state");
-  opt.load_state(file, optimizer_prefix);  // all or nothing itself; the model checks are done
+  load_optimizer_state(opt, file, optimizer_prefix);  // all or nothing itself; the model checks are done
   visit_parameters(model, [&](const std::string& name, auto& p) { copy_into(file, name, p.value()); });
   return file.metadata;
 }

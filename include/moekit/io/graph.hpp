@@ -31,7 +31,7 @@
 
 #include "../core/config.hpp"
 #include "../core/error.hpp"
-#include "../graph/dataset.hpp"
+#include "../data/graph_dataset.hpp"
 #include "../tensor/ops/creation.hpp"
 
 namespace moekit::io {
@@ -187,9 +187,9 @@ inline tensor<index_t, shape<dyn>> read_graph_labels(const std::filesystem::path
   return y;
 }
 
-inline graph::edge_list read_graph_edges(const std::filesystem::path& path, const graph_meta& m) {
+inline edge_list read_graph_edges(const std::filesystem::path& path, const graph_meta& m) {
   text_file f(path);
-  graph::edge_list e{.nodes = m.nodes};
+  edge_list e{.nodes = m.nodes};
   std::vector<std::string_view> row;
   while (f.next(row, 2, "u v")) e.add(f.in_range(row[0], 0, m.nodes, "node"), f.in_range(row[1], 0, m.nodes, "node"));
   return e;
@@ -211,19 +211,19 @@ inline tensor<index_t, shape<dyn>> read_graph_split(const std::filesystem::path&
     claimed = here + ":" + std::to_string(f.line());
     ids.push_back(i);
   }
-  return graph::detail::index_tensor_of(ids);
+  return moekit::detail::index_tensor_of(ids);
 }
 
 }  // namespace detail
 
 /// Reads the graph in folder `dir` (meta, features, labels, edges, splits).
-inline graph::dataset load_graph(const std::filesystem::path& dir) {
+inline data::graph_dataset load_graph(const std::filesystem::path& dir) {
   std::error_code ec;
   if (!std::filesystem::is_directory(dir, ec))
     throw io_error("load_graph: " + dir.string() +
                    ": no such folder (Cora and CiteSeer are in shared/data/cora and shared/data/citeseer)");
   const auto m = detail::read_graph_meta(dir / "meta.txt");
-  graph::dataset d;
+  data::graph_dataset d;
   d.name = m.name.empty() ? dir.filename().string() : m.name;
   d.classes = m.classes;
   d.features = detail::read_graph_features(dir / "features.txt", m);

@@ -40,9 +40,9 @@
 
 #include <unistd.h>
 
+#include "../autograd/parameter_tree.hpp"
 #include "../core/dtype.hpp"
 #include "../core/error.hpp"
-#include "../nn/layer.hpp"
 #include "../tensor/tensor.hpp"
 
 namespace moekit::io {

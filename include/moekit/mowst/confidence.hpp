@@ -32,6 +32,7 @@
 
 #include "../autograd/ops/activation.hpp"
 #include "../autograd/ops/arithmetic.hpp"
+#include "../autograd/ops/constant.hpp"
 #include "../autograd/ops/layout.hpp"
 #include "../autograd/ops/reduce.hpp"
 #include "../autograd/ops/softmax.hpp"
@@ -40,11 +41,6 @@
 namespace moekit::mowst {
 
 namespace detail {
-/// x as a constant: the same values, no gradient flows back through it.
-template <class T, class S, class B>
-var<T, S, B> detached(const var<T, S, B>& x) {
-  return var<T, S, B>(x.value(), x.tape_ptr(), nullptr);
-}
 /// (n) -> (n, 1).
 /// A rank-1 var as shape<dyn> (a reshape only when its shape type differs).
 template <class T, class S, class B>
@@ -149,7 +145,7 @@ class confidence_gate {
     if (logits.extent(1) != config_.classes)
       throw shape_error("confidence_gate: logits " + logits.shape().str() + " for " +
                         std::to_string(config_.classes) + " classes");
-    return dispersion(config_.detach_dispersion ? detail::detached(logits) : logits);
+    return dispersion(config_.detach_dispersion ? detach(logits) : logits);
   }
   static output_type confidence(const var<T, shape<dyn, dyn>, B>& g) {  // (n, 1) -> (n)
     return reshape(sigmoid(g), shape<dyn>{g.extent(0)});

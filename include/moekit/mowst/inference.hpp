@@ -33,12 +33,12 @@
 #include <utility>
 #include <vector>
 
+#include "../autograd/tape.hpp"
 #include "../core/error.hpp"
 #include "../core/random.hpp"
 #include "../core/shape_rules.hpp"
-#include "../autograd/tape.hpp"
-#include "../graph/csr.hpp"
 #include "../graph/gnn.hpp"
+#include "../tensor/csr.hpp"
 #include "../tensor/ops/elementwise.hpp"
 #include "../tensor/ops/index.hpp"
 #include "../tensor/ops/reduce.hpp"
@@ -140,7 +140,7 @@ tensor<index_t, shape<dyn>> route_sampled(const tensor<T, shape<dyn>>& confidenc
   for (std::size_t k = 0; k < nodes.size(); ++k)
     if (!(detail::rule_draw(g, base + k) < static_cast<double>(confidence[static_cast<std::size_t>(nodes[k])])))
       out.push_back(nodes[k]);
-  return graph::detail::index_tensor_of(out);
+  return moekit::detail::index_tensor_of(out);
 }
 
 /// The nodes of `nodes` whose confidence lies below `threshold` (a
@@ -152,7 +152,7 @@ tensor<index_t, shape<dyn>> route_below(const tensor<T, shape<dyn>>& confidence,
   std::vector<index_t> out;
   for (std::size_t k = 0; k < nodes.size(); ++k)
     if (static_cast<double>(confidence[static_cast<std::size_t>(nodes[k])]) < threshold) out.push_back(nodes[k]);
-  return graph::detail::index_tensor_of(out);
+  return moekit::detail::index_tensor_of(out);
 }
 
 /// Mowst*'s prediction: argmax_k C·softmax(z_weak)_k + (1 − C)·softmax(z_strong)_k per row.
@@ -237,8 +237,8 @@ receptive_field<T> receptive_field_of(const graph::csr<T>& adj, const tensor<ind
   tensor<T, shape<dyn>> values(shape<dyn>{val.size()});
   std::copy(val.begin(), val.end(), values.data());
   receptive_field<T> f;
-  f.nodes = graph::detail::index_tensor_of(order);
-  f.adj = graph::csr<T>(m, m, graph::detail::index_tensor_of(ptr), graph::detail::index_tensor_of(col),
+  f.nodes = moekit::detail::index_tensor_of(order);
+  f.adj = graph::csr<T>(m, m, moekit::detail::index_tensor_of(ptr), moekit::detail::index_tensor_of(col),
                         adj.has_values() ? std::move(values) : tensor<T, shape<dyn>>{});
   f.targets = targets.size();
   f.inner = inner;

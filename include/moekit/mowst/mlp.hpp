@@ -29,10 +29,10 @@
 #include "../autograd/ops/arithmetic.hpp"
 #include "../autograd/ops/sparse.hpp"
 #include "../core/error.hpp"
-#include "../graph/csr.hpp"
 #include "../nn/batch_norm.hpp"
 #include "../nn/dropout.hpp"
 #include "../nn/linear.hpp"
+#include "../tensor/csr.hpp"
 
 namespace moekit::mowst {
 
@@ -62,7 +62,7 @@ graph::csr<T> sparse_rows(const tensor<T, S>& x) {
   }
   tensor<T, shape<dyn>> values(shape<dyn>{val.size()});
   for (std::size_t k = 0; k < val.size(); ++k) values[k] = val[k];
-  return graph::csr<T>(n, d, graph::detail::index_tensor_of(ptr), graph::detail::index_tensor_of(col),
+  return graph::csr<T>(n, d, moekit::detail::index_tensor_of(ptr), moekit::detail::index_tensor_of(col),
                        std::move(values));
 }
 

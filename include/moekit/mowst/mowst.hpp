@@ -30,7 +30,7 @@
 #include "../autograd/ops/index.hpp"
 #include "../autograd/ops/loss.hpp"
 #include "../autograd/ops/reduce.hpp"
-#include "../graph/dataset.hpp"
+#include "../data/graph_dataset.hpp"
 #include "../graph/gnn.hpp"
 #include "confidence.hpp"
 #include "mlp.hpp"

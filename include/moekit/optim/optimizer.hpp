@@ -19,23 +19,24 @@
 //   opt.step();
 //
 // which is one step on the mean of the k losses (equal micro-batch sizes).
+//
+// Saving and loading the state (step counts, buffers) in safetensors files is
+// io/optimizer_state.hpp: optim/ sits below io/ and knows no file format.
 #pragma once
 
 #include <cstddef>
-#include <cstring>
 #include <string>
 #include <string_view>
 #include <unordered_set>
 #include <utility>
 #include <vector>
 
+#include "../autograd/parameter_tree.hpp"
+#include "../backend/functors.hpp"
 #include "../core/error.hpp"
 #include "../core/host_device.hpp"
-#include "../io/safetensors.hpp"
-#include "../nn/layer.hpp"
 #include "../tensor/ops/creation.hpp"
 #include "../tensor/ops/elementwise.hpp"
-#include "../tensor/ops/functors.hpp"
 
 namespace moekit::optim {
 
@@ -149,58 +150,37 @@ class optimizer {
   /// The state of parameter i of group g (empty buffers before its first step).
   const state_type& state(std::size_t g, std::size_t i) const { return state_.at(g).at(i); }
 
-  /// The state as safetensors records, for a checkpoint next to the model's
-  /// parameters: "<prefix>steps" (U64 scalar), and per parameter
-  /// "<prefix><name>.step" (U64 scalar) and "<prefix><name>.buffer<k>" (its
-  /// flat size) for each buffer allocated so far. Options (lr, ...) are not
-  /// state: the program sets them. The records view the optimizer's memory,
-  /// so write them before the next step().
-  std::vector<io::tensor_record> state_records(const std::string& prefix = "optim.") const {
-    static_assert(sizeof(std::size_t) == 8, "state_records: step counts are stored as U64");
-    const auto count = [](std::string name, const std::size_t& n) {
-      return io::tensor_record{std::move(name), "U64", {}, std::as_bytes(std::span<const std::size_t>(&n, 1))};
-    };
-    std::vector<io::tensor_record> out{count(prefix + "steps", steps_)};
-    for_each_state([&](const view_type& p, const state_type& s) {
-      out.push_back(count(prefix + p.name + ".step", s.step));
-      for (std::size_t k = 0; k < s.buffers.size(); ++k)
-        if (s.buffers[k].defined())
-          out.push_back(io::record_of(prefix + p.name + ".buffer" + std::to_string(k), s.buffers[k]));
-    });
-    return out;
+  /// Calls f(view, state) for every parameter, group by group: the order in
+  /// which restore_state() takes the states back. Checkpoints
+  /// (io/optimizer_state.hpp) write the state through this.
+  template <class F>
+  void for_each_state(F&& f) const {
+    for (std::size_t g = 0; g < groups_.size(); ++g)
+      for (std::size_t i = 0; i < groups_[g].params.size(); ++i) f(groups_[g].params[i], state_[g][i]);
   }
 
-  /// Restores the state state_records() wrote (a file from io::read_safetensors):
-  /// step counts and buffers; a buffer the file lacks starts again as zeros.
-  /// All or nothing: io_error naming the file and tensor when a step count is
-  /// missing, an entry has the wrong dtype or shape, or an entry under
-  /// `prefix` belongs to no parameter (a checkpoint of another model).
-  void load_state(const io::safetensors_data& file, const std::string& prefix = "optim.") {
-    const auto count = [&](const std::string& name) {
-      std::size_t n = 0;
-      std::memcpy(&n, file.expect(name, "U64", std::span<const std::size_t>{}).bytes.data(), sizeof n);
-      return n;
-    };
-    std::unordered_set<std::string> known{prefix + "steps"};
-    std::vector<state_type> loaded;  // in for_each_state order; applied only once all are read
-    const std::size_t steps = count(prefix + "steps");
+  /// Replaces the whole state: the step count and one state per parameter, in
+  /// for_each_state() order (what a checkpoint reader rebuilt). All or
+  /// nothing: value_error when the number of states differs from the number
+  /// of parameters, shape_error naming the parameter when a buffer's size
+  /// differs from its parameter's; then nothing is changed.
+  void restore_state(std::size_t steps, std::vector<state_type> states) {
+    const std::string op = std::string(Options::name) + ": restore_state";
+    std::size_t n = 0;
+    for (const auto& g : groups_) n += g.params.size();
+    if (states.size() != n)
+      throw value_error(op + ": " + std::to_string(states.size()) + " parameter states for " + std::to_string(n) +
+                        " parameters");
+    auto next = states.begin();
     for_each_state([&](const view_type& p, const state_type&) {
-      const std::string base = prefix + p.name;
-      state_type s;
-      s.step = count(base + ".step");
-      known.insert(base + ".step");
-      for (std::size_t k = 0; file.find(base + ".buffer" + std::to_string(k)); ++k) {
-        const std::string name = base + ".buffer" + std::to_string(k);
-        known.insert(name);
-        io::copy_into(file, name, s.buffer(k, p.value.size()));
-      }
-      loaded.push_back(std::move(s));
+      const state_type& s = *next++;
+      for (std::size_t k = 0; k < s.buffers.size(); ++k)
+        if (s.buffers[k].defined() && s.buffers[k].size() != p.value.size())
+          throw shape_error(op + ": buffer " + std::to_string(k) + " of parameter '" + p.name + "' has " +
+                            std::to_string(s.buffers[k].size()) + " elements, the parameter " +
+                            std::to_string(p.value.size()));
     });
-    for (const auto& r : file.tensors)
-      if (r.name.starts_with(prefix) && !known.contains(r.name))
-        throw io_error("safetensors: " + file.path.string() + ": tensor '" + r.name +
-                       "': optimizer state of no parameter of this optimizer");
-    auto next = loaded.begin();
+    next = states.begin();
     for (auto& group : state_)
       for (auto& s : group) s = std::move(*next++);
     steps_ = steps;
@@ -251,13 +231,6 @@ class optimizer {
 
  protected:
   ~optimizer() = default;
-
-  /// Calls f(view, state) for every parameter, group by group.
-  template <class F>
-  void for_each_state(F&& f) const {
-    for (std::size_t g = 0; g < groups_.size(); ++g)
-      for (std::size_t i = 0; i < groups_[g].params.size(); ++i) f(groups_[g].params[i], state_[g][i]);
-  }
 
   /// The body of every step(): advances the step counts and calls
   /// update(view, options, state) for each parameter that has a gradient.

@@ -21,6 +21,7 @@
 #include "../../tensor/ops/expand.hpp"
 #include "../../tensor/ops/loss.hpp"
 #include "../tape.hpp"
+#include "constant.hpp"
 
 namespace moekit {
 
@@ -48,12 +49,6 @@ template <class BL, class B>
 concept label_backend = std::same_as<BL, B> || (std::same_as<BL, cpu> && transferable<cpu, B>);
 
 namespace detail {
-
-/// A var that never requires grad: lets one code path take a tensor or a var.
-template <class T, class S, class B>
-var<T, S, B> constant_var(const tensor<T, S, B>& x) {
-  return var<T, S, B>(x, nullptr, nullptr);
-}
 
 /// Cross entropy (log_softmax = true) or nll over the log-probabilities of
 /// `x`, against K label sets mixed by `lambda`. One tape node; the label sets
@@ -251,7 +246,7 @@ template <reduction R = reduction::mean, class T, class S, class ST, class B>
 var<T, loss_shape_t<R, detail::loss_rows_t<S>>, B> kl_div(const var<T, S, B>& student_logits,
                                                           const tensor<T, ST, B>& teacher_logits,
                                                           std::type_identity_t<T> temperature) {
-  return kl_div<R>(student_logits, detail::constant_var(teacher_logits), temperature);
+  return kl_div<R>(student_logits, constant(teacher_logits), temperature);
 }
 /// The distillation form with teacher probabilities p (already at temperature τ):
 /// KL(p || softmax(s/τ)) · τ², 0 · log 0 := 0: `kl_div(s, probabilities{p}, tau)`.
@@ -260,7 +255,7 @@ var<T, loss_shape_t<R, detail::loss_rows_t<S>>, B> kl_div(const var<T, S, B>& st
                                                           const probabilities<T, SP, B>& teacher,
                                                           std::type_identity_t<T> temperature) {
   detail::check_distill(student_logits.shape(), teacher.value.shape(), temperature);
-  return detail::distill_kl<R>(student_logits, detail::constant_var(teacher.value), teacher.value, {}, temperature);
+  return detail::distill_kl<R>(student_logits, constant(teacher.value), teacher.value, {}, temperature);
 }
 
 // ---- mean squared error --------------------------------------------------------
@@ -286,7 +281,7 @@ auto mse(const var<T, SA, B>& a, const var<T, SB, B>& b) {
 /// mse against a constant target.
 template <reduction R = reduction::mean, class T, class SA, class SB, class B>
 auto mse(const var<T, SA, B>& a, const tensor<T, SB, B>& b) {
-  return mse<R>(a, detail::constant_var(b));
+  return mse<R>(a, constant(b));
 }
 
 }  // namespace moekit

@@ -12,7 +12,7 @@
 #include <cstddef>
 
 #include "../../core/dtype.hpp"
-#include "../../tensor/ops/functors.hpp"
+#include "../functors.hpp"
 #include "check.cuh"
 #include "launch.cuh"
 #include "map.cuh"

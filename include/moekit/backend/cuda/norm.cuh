@@ -13,7 +13,7 @@
 #include <cstddef>
 
 #include "../../core/dtype.hpp"
-#include "../../tensor/ops/functors.hpp"
+#include "../functors.hpp"
 #include "check.cuh"
 #include "launch.cuh"
 #include "reduce.cuh"

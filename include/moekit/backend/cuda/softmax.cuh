@@ -13,7 +13,7 @@
 #include <limits>
 
 #include "../../core/dtype.hpp"
-#include "../../tensor/ops/functors.hpp"
+#include "../functors.hpp"
 #include "check.cuh"
 #include "launch.cuh"
 #include "reduce.cuh"

@@ -21,7 +21,7 @@
 
 #include "../../core/config.hpp"
 #include "../../core/dtype.hpp"
-#include "../../tensor/ops/functors.hpp"
+#include "../functors.hpp"
 #include "check.cuh"
 #include "launch.cuh"
 #include "reduce.cuh"

@@ -9,8 +9,8 @@
 #include <string>
 #include <type_traits>
 
+#include "../../backend/functors.hpp"
 #include "../tensor.hpp"
-#include "functors.hpp"
 
 namespace moekit {
 

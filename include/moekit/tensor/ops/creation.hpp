@@ -7,9 +7,9 @@
 #include <span>
 #include <string>
 
+#include "../../backend/functors.hpp"
 #include "../../core/random.hpp"
 #include "../tensor.hpp"
-#include "functors.hpp"
 
 namespace moekit {
 
@@ -32,6 +32,13 @@ tensor<T, S, B> zeros(const S& s) {
 template <class T, backend B = cpu, shape_like S>
 tensor<T, S, B> ones(const S& s) {
   return full<T, B>(s, T(1));
+}
+/// out[i] = f(i) for every flat position i of a tensor of shape `s`, made on B.
+template <class T, backend B = cpu, shape_like S, class F>
+tensor<T, S, B> generate(const S& s, F f) {
+  tensor<T, S, B> out(s);
+  kernels<B>::generate(out.size(), out.data(), f);
+  return out;
 }
 /// A tensor of zeros shaped like x.
 template <class T, class S, class B>

@@ -6,8 +6,8 @@
 #include <cstddef>
 #include <string>
 
+#include "../../backend/functors.hpp"
 #include "../tensor.hpp"
-#include "functors.hpp"
 
 namespace moekit {
 

@@ -9,9 +9,9 @@
 #include <string>
 #include <utility>
 
+#include "../../backend/functors.hpp"
 #include "../tensor.hpp"
 #include "fast_activation.hpp"
-#include "functors.hpp"
 
 namespace moekit {
 

@@ -6,10 +6,10 @@
 #include <cstddef>
 #include <limits>
 
+#include "../../backend/functors.hpp"
 #include "../tensor.hpp"
 #include "elementwise.hpp"
 #include "expand.hpp"
-#include "functors.hpp"
 
 namespace moekit {
 

@@ -1,4 +1,4 @@
-// moekit/tensor/ops/sparse.hpp — products of a CSR matrix (graph::csr) with
+// moekit/tensor/ops/sparse.hpp — products of a CSR matrix (tensor/csr.hpp) with
 // dense tensors, the forward ops of graph neural networks:
 //
 //   spmm(A, X)          Y = A·X                      X (cols, D...) -> (rows, D...)
@@ -15,7 +15,7 @@
 #include <string>
 #include <type_traits>
 
-#include "../../graph/csr.hpp"
+#include "../csr.hpp"
 #include "../tensor.hpp"
 #include "elementwise.hpp"
 #include "index.hpp"
@@ -54,7 +54,7 @@ void check_dense_rows(const char* op, const std::string& a, const char* sep, con
 
 /// Y = A·X (transposed: Aᵀ·X) with `values` (null: A's own, or 1) over `heads` heads.
 template <bool Transposed, class T, class V, class S, class B>
-tensor<T, set_axis_t<0, dyn, S>, B> spmm(const char* op, const graph::csr<V, B>& a, const T* values,
+tensor<T, set_axis_t<0, dyn, S>, B> spmm(const char* op, const csr<V, B>& a, const T* values,
                                         std::size_t heads, const tensor<T, S, B>& x) {
   const std::size_t n_in = Transposed ? a.rows() : a.cols(), n_out = Transposed ? a.cols() : a.rows();
   check_dense_rows(op, Transposed ? "Aᵀ " + a.str() : "A " + a.str(), " x ", x, n_in);
@@ -75,7 +75,7 @@ tensor<T, set_axis_t<0, dyn, S>, B> spmm(const char* op, const graph::csr<V, B>&
 
 /// The values spmm(A, X) uses: A's own (which must be T), or none (all 1).
 template <class T, class V, class B>
-const T* own_values(const char* op, const graph::csr<V, B>& a) {
+const T* own_values(const char* op, const csr<V, B>& a) {
   if (!a.has_values()) return nullptr;
   if constexpr (std::is_same_v<T, V>) return a.values().data();
   else throw value_error(std::string(op) + ": A's values and X have different element types; use A.cast<T>()");
@@ -83,7 +83,7 @@ const T* own_values(const char* op, const graph::csr<V, B>& a) {
 
 /// sddmm into out (nnz·heads values).
 template <class T, class V, class SX, class SY, class B>
-void sddmm_into(const char* op, const graph::csr<V, B>& a, const tensor<T, SX, B>& x, const tensor<T, SY, B>& y,
+void sddmm_into(const char* op, const csr<V, B>& a, const tensor<T, SX, B>& x, const tensor<T, SY, B>& y,
                 std::size_t heads, T* out) {
   check_dense_rows(op, "A " + a.str(), " with X ", x, a.rows());
   check_dense_rows(op, "A " + a.str(), " with Y ", y, a.cols());
@@ -99,7 +99,7 @@ void sddmm_into(const char* op, const graph::csr<V, B>& a, const tensor<T, SX, B
 
 /// Entry scores must be (nnz) or (nnz, H).
 template <class T, class V, class S, class B>
-std::size_t check_scores(const char* op, const graph::csr<V, B>& a, const tensor<T, S, B>& s) {
+std::size_t check_scores(const char* op, const csr<V, B>& a, const tensor<T, S, B>& s) {
   if (s.extent(0) != a.nnz())
     throw shape_error(std::string(op) + ": scores " + s.shape().str() + " for A " + a.str());
   return value_heads(s.shape());
@@ -109,12 +109,12 @@ std::size_t check_scores(const char* op, const graph::csr<V, B>& a, const tensor
 
 /// Y = A·X with A's values (or 1 where A has none): X (cols, D...) -> (rows, D...).
 template <class T, class V, class S, class B>
-tensor<T, set_axis_t<0, dyn, S>, B> spmm(const graph::csr<V, B>& a, const tensor<T, S, B>& x) {
+tensor<T, set_axis_t<0, dyn, S>, B> spmm(const csr<V, B>& a, const tensor<T, S, B>& x) {
   return detail::spmm<false>("spmm", a, detail::own_values<T>("spmm", a), 1, x);
 }
 /// Y = A·X with entry values V (nnz) or (nnz, H), replacing A's own.
 template <class T, class V, class SV, class S, class B>
-tensor<T, set_axis_t<0, dyn, S>, B> spmm(const graph::csr<V, B>& a, const tensor<T, SV, B>& values,
+tensor<T, set_axis_t<0, dyn, S>, B> spmm(const csr<V, B>& a, const tensor<T, SV, B>& values,
                                          const tensor<T, S, B>& x) {
   const std::size_t heads = detail::check_values("spmm", a.nnz(), values, detail::row_size(x.shape()));
   return detail::spmm<false>("spmm", a, values.data(), heads, x);
@@ -122,12 +122,12 @@ tensor<T, set_axis_t<0, dyn, S>, B> spmm(const graph::csr<V, B>& a, const tensor
 
 /// Y = Aᵀ·X with A's values: X (rows, D...) -> (cols, D...).
 template <class T, class V, class S, class B>
-tensor<T, set_axis_t<0, dyn, S>, B> spmm_transposed(const graph::csr<V, B>& a, const tensor<T, S, B>& x) {
+tensor<T, set_axis_t<0, dyn, S>, B> spmm_transposed(const csr<V, B>& a, const tensor<T, S, B>& x) {
   return detail::spmm<true>("spmm_transposed", a, detail::own_values<T>("spmm_transposed", a), 1, x);
 }
 /// Y = Aᵀ·X with entry values (nnz) or (nnz, H).
 template <class T, class V, class SV, class S, class B>
-tensor<T, set_axis_t<0, dyn, S>, B> spmm_transposed(const graph::csr<V, B>& a, const tensor<T, SV, B>& values,
+tensor<T, set_axis_t<0, dyn, S>, B> spmm_transposed(const csr<V, B>& a, const tensor<T, SV, B>& values,
                                                     const tensor<T, S, B>& x) {
   const std::size_t heads = detail::check_values("spmm_transposed", a.nnz(), values, detail::row_size(x.shape()));
   return detail::spmm<true>("spmm_transposed", a, values.data(), heads, x);
@@ -136,14 +136,14 @@ tensor<T, set_axis_t<0, dyn, S>, B> spmm_transposed(const graph::csr<V, B>& a, c
 /// out[k] = <X[i], Y[j]> for every stored entry k = (i, j) of A: X (rows, D...),
 /// Y (cols, D...) -> (nnz). A's values are not used.
 template <class T, class V, class SX, class SY, class B>
-tensor<T, shape<dyn>, B> sddmm(const graph::csr<V, B>& a, const tensor<T, SX, B>& x, const tensor<T, SY, B>& y) {
+tensor<T, shape<dyn>, B> sddmm(const csr<V, B>& a, const tensor<T, SX, B>& x, const tensor<T, SY, B>& y) {
   tensor<T, shape<dyn>, B> out(shape<dyn>{a.nnz()});
   detail::sddmm_into("sddmm", a, x, y, 1, out.data());
   return out;
 }
 /// Per head: out[k, h] = <X[i, block h], Y[j, block h]> -> (nnz, heads).
 template <class T, class V, class SX, class SY, class B>
-tensor<T, shape<dyn, dyn>, B> sddmm(const graph::csr<V, B>& a, const tensor<T, SX, B>& x, const tensor<T, SY, B>& y,
+tensor<T, shape<dyn, dyn>, B> sddmm(const csr<V, B>& a, const tensor<T, SX, B>& x, const tensor<T, SY, B>& y,
                                     std::size_t heads) {
   tensor<T, shape<dyn, dyn>, B> out(shape<dyn, dyn>{a.nnz(), heads});
   detail::sddmm_into("sddmm", a, x, y, heads, out.data());
@@ -153,7 +153,7 @@ tensor<T, shape<dyn, dyn>, B> sddmm(const graph::csr<V, B>& a, const tensor<T, S
 /// Softmax of scores (nnz) or (nnz, H) over the entries of each row of A (per
 /// head): attention weights over each node's incoming edges.
 template <class T, class V, class S, class B>
-tensor<T, S, B> segment_softmax(const graph::csr<V, B>& a, const tensor<T, S, B>& scores) {
+tensor<T, S, B> segment_softmax(const csr<V, B>& a, const tensor<T, S, B>& scores) {
   const std::size_t heads = detail::check_scores("segment_softmax", a, scores);
   tensor<T, S, B> out(scores.shape());
   kernels<B>::segment_softmax_csr(a.rows(), heads, a.row_ptr().data(), scores.data(), out.data());
@@ -161,7 +161,7 @@ tensor<T, S, B> segment_softmax(const graph::csr<V, B>& a, const tensor<T, S, B>
 }
 /// Gradient of the scores given y = segment_softmax(A, scores) and dy.
 template <class T, class V, class S, class S2, class B>
-tensor<T, S, B> segment_softmax_backward(const graph::csr<V, B>& a, const tensor<T, S, B>& y,
+tensor<T, S, B> segment_softmax_backward(const csr<V, B>& a, const tensor<T, S, B>& y,
                                          const tensor<T, S2, B>& dy) {
   const std::size_t heads = detail::check_scores("segment_softmax_backward", a, y);
   (void)elementwise_result("segment_softmax_backward", y.shape(), dy.shape());

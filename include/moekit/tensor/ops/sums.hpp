@@ -2,8 +2,8 @@
 // axes = rows, last axis = columns): what broadcast backward passes reduce by.
 #pragma once
 
+#include "../../backend/functors.hpp"
 #include "../tensor.hpp"
-#include "functors.hpp"
 
 namespace moekit {
 

@@ -1,11 +1,12 @@
-// moekit/tensor/ops/functors.hpp — the element-wise functions every backend's
+// moekit/backend/functors.hpp — the element-wise functions every backend's
 // map kernel applies. Plain structs (not lambdas) so CUDA kernels can call them.
 #pragma once
 
 #include <cmath>
+#include <cstddef>
 #include <numbers>
 
-#include "../../core/host_device.hpp"
+#include "../core/host_device.hpp"
 
 namespace moekit::fn {
 

@@ -1,7 +1,7 @@
-// moekit/graph/csr.hpp — a sparse adjacency matrix in CSR form, built from an
-// edge list. Row i holds the edges coming *into* node i (edge j -> i is entry
-// (i, j)), so Y = A·X aggregates each node's incoming messages, and a
-// per-row softmax is a softmax over each node's incoming edges.
+// moekit/tensor/csr.hpp — a sparse matrix in CSR form, built from an edge
+// list (COO entries). For a graph, row i holds the edges coming *into* node i
+// (edge j -> i is entry (i, j)), so Y = A·X aggregates each node's incoming
+// messages, and a per-row softmax is a softmax over each node's incoming edges.
 //
 //   graph::edge_list e{.nodes = 4};
 //   e.add(0, 1); e.add(1, 2);
@@ -11,6 +11,10 @@
 // backward dX = Aᵀ·dY runs as a row-parallel CSR product over it, so it is
 // deterministic and needs no atomics, also for directed graphs and for values
 // that are not symmetric (mean normalisation, attention).
+//
+// It sits in tensor/ because the sparse ops (tensor/ops/sparse.hpp) take it;
+// the names are moekit::csr, moekit::make_csr, ..., and graph code knows them
+// as graph::csr, graph::make_csr, ... (the using-declarations at the end).
 #pragma once
 
 #include <algorithm>
@@ -21,10 +25,10 @@
 
 #include "../core/config.hpp"
 #include "../core/error.hpp"
-#include "../tensor/ops/creation.hpp"
-#include "../tensor/tensor.hpp"
+#include "ops/creation.hpp"
+#include "tensor.hpp"
 
-namespace moekit::graph {
+namespace moekit {
 
 /// Directed edges src[e] -> dst[e] (a message from src to dst) over `nodes`
 /// nodes, with optional weights (empty: every edge weighs 1).
@@ -326,4 +330,15 @@ edge_list to_edge_list(const csr<T>& a) {
   return e;
 }
 
-}  // namespace moekit::graph
+namespace graph {
+// The names graph code has always used.
+using moekit::csr;
+using moekit::csr_options;
+using moekit::csr_structure;
+using moekit::edge_list;
+using moekit::make_csr;
+using moekit::self_loops;
+using moekit::to_edge_list;
+}  // namespace graph
+
+}  // namespace moekit

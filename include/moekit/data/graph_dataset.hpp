@@ -1,17 +1,22 @@
-// moekit/graph/dataset.hpp — a node-classification graph in memory: what
+// moekit/data/graph_dataset.hpp — a node-classification graph in memory: what
 // io::load_graph reads (Cora, CiteSeer) and graph::make_csbm generates.
+//
+// It sits in data/ (below io/, which fills it from files) and is known to
+// graph code as graph::dataset (the alias at the end).
 #pragma once
 
 #include <cstddef>
 #include <string>
 
 #include "../core/config.hpp"
+#include "../tensor/csr.hpp"
 #include "../tensor/tensor.hpp"
-#include "csr.hpp"
 
-namespace moekit::graph {
+namespace moekit {
 
-struct dataset {
+namespace data {
+
+struct graph_dataset {
   std::string name;
   tensor<float, shape<dyn, dyn>> features;  // (nodes, features)
   tensor<index_t, shape<dyn>> labels;        // (nodes): class in [0, classes), or -1 for an unlabelled node
@@ -23,4 +28,11 @@ struct dataset {
   std::size_t num_features() const noexcept { return features.extent(1); }
 };
 
-}  // namespace moekit::graph
+}  // namespace data
+
+namespace graph {
+/// The name graph code has always used.
+using dataset = data::graph_dataset;
+}  // namespace graph
+
+}  // namespace moekit
