@@ -328,3 +328,51 @@ TEST_CASE("cuda layers: a failing allocation throws cuda_error naming cuda::allo
   const auto x = mk::from_values<float>(shape<dyn>{3}, {1.f, 2.f, 3.f});
   REQUIRE(host_values(x.to<gpu>()) == std::vector<double>{1, 2, 3});
 }
+
+TEST_CASE("cuda layers: MoE with shared expert weights (4 slots, 3 sets) matches the CPU", "[cuda][layers][moe][sharing]") {
+  MOEKIT_SKIP_WITHOUT_CUDA_DEVICE();
+  auto step = [](auto backend) {
+    using B = decltype(backend);
+    using layer_t = mk::moe::layer<mk::moe::top_k_router<d_model, 4, 2, float, B>, gelu_ffn, float, B>;
+    mk::rng g(7);
+    mk::moe::top_k_router<d_model, 4, 2, float, B> router(g, {.load_balance_weight = 0.01});
+    layer_t layer(std::move(router), typename layer_t::bank_type(g));
+    layer.experts().share(mk::moe::slot_map<B>(std::vector<index_t>{1, 0, 1, 2}));
+    return moe_step<B>(layer, random_normal<float>(13, shape<dyn, dyn>{16, d_model}),
+                       random_normal<float>(14, shape<dyn, dyn>{16, d_model}));
+  };
+  const auto on_cpu = step(mk::cpu{});
+  require_same_moe(step(gpu{}), on_cpu);
+  REQUIRE(on_cpu.params.at("experts.w1").size() == 3 * d_model * d_ff);
+}
+
+TEST_CASE("cuda layers: a bf16 MoE layer with an fp32 router (cast_router) follows the fp32 layer", "[cuda][layers][moe][mixed]") {
+  MOEKIT_SKIP_WITHOUT_CUDA_DEVICE();
+  using router_t = mk::moe::cast_router<mk::moe::top_k_router<d_model, 4, 2, float, gpu>>;
+  using layer_bf16 = mk::moe::layer<router_t, gelu_ffn, mk::bf16, gpu>;
+  using layer_f32 = mk::moe::layer<mk::moe::top_k_router<d_model, 4, 2, float, gpu>, gelu_ffn, float, gpu>;
+  mk::rng g(8), g2(8);
+  mk::moe::top_k_router<d_model, 4, 2, float, gpu> r32(g, {});
+  typename layer_f32::bank_type bank32(g);
+  router_t r16(g2, mk::moe::top_k_options{});
+  typename layer_bf16::bank_type bank16(g2);
+  bank16.parameters([&](std::string_view name, auto& p) {
+    bank32.parameters([&](std::string_view name2, auto& q) {
+      using P = std::remove_cvref_t<decltype(p)>;
+      using Q = std::remove_cvref_t<decltype(q)>;
+      if constexpr (std::is_same_v<typename P::shape_type, typename Q::shape_type>)
+        if (name == name2) p.value() = mk::cast<mk::bf16>(q.value());
+    });
+  });
+  layer_f32 full(std::move(r32), std::move(bank32));
+  layer_bf16 half_precision(std::move(r16), std::move(bank16));
+  const auto x = random_normal<float>(15, shape<dyn, dyn>{16, d_model});
+  mk::tape t;
+  auto y32 = full(t.input(x.to<gpu>()));
+  auto y16 = half_precision(t.input(mk::cast<mk::bf16>(x).to<gpu>()));
+  static_assert(std::is_same_v<std::remove_cvref_t<decltype(half_precision.last_routing().gate)>,
+                               mk::var<float, shape<dyn>, gpu>>);
+  const auto a = host_values(y32.value()), b = host_values(mk::cast<float>(y16.value()));
+  REQUIRE(a.size() == b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) REQUIRE(b[i] == Approx(a[i]).epsilon(0.05).margin(0.05));
+}

@@ -15,6 +15,7 @@
 #include <moekit/moe.hpp>
 #include <moekit/nn/layer.hpp>
 
+#include "../support/positional_expert.hpp"
 #include "check.hpp"
 
 using namespace moekit;
@@ -145,7 +146,7 @@ TEST_CASE("gradcheck: moe::layer with respect to every weight", "[gradcheck][moe
   rng g(75);
   SECTION("ffn experts with biases, shared expert, top-2 with capacity") {
     auto layer = top_k_layer<2, ffn>(5, {.capacity_factor = 0.75}, true);
-    using w_t = shape<E, D, F>;
+    using w_t = shape<dyn, D, F>;
     REQUIRE_GRADIENTS(
         [&](auto x, auto router, auto w1, auto b1, auto w2, auto b2, auto shared_w1) {
           alias(layer, "router.weight", router);
@@ -155,9 +156,9 @@ TEST_CASE("gradcheck: moe::layer with respect to every weight", "[gradcheck][moe
           return layer(x);
         },
         randn(g, shape<dyn, D>{T}), value_of<double, shape<D, E>>(layer, "router.weight"),
-        value_of<double, w_t>(layer, "experts.w1"), randn(g, shape<E, F>{}),
-        value_of<double, shape<E, F, D>>(layer, "experts.w2"), randn(g, shape<E, D>{}),
-        value_of<double, shape<1, D, F>>(layer, "shared.w1"));
+        value_of<double, w_t>(layer, "experts.w1"), randn(g, shape<dyn, F>{E}),
+        value_of<double, shape<dyn, F, D>>(layer, "experts.w2"), randn(g, shape<dyn, D>{E}),
+        value_of<double, shape<dyn, D, F>>(layer, "shared.w1"));
   }
   SECTION("swiglu experts, top-1 sigmoid") {
     auto layer = top_k_layer<1, swiglu>(6, {.score = moe::score_fn::sigmoid, .renormalize = false}, false);
@@ -168,8 +169,8 @@ TEST_CASE("gradcheck: moe::layer with respect to every weight", "[gradcheck][moe
           return layer(tape::current()->input(from_values<double>(shape<dyn, D>{2}, {0.3, -1.2, 0.8, 0.5,  //
                                                                                       -0.7, 0.4, 1.1, -0.2})));
         },
-        value_of<double, shape<D, E>>(layer, "router.weight"), randn(g, shape<E, D, F>{}), randn(g, shape<E, D, F>{}),
-        randn(g, shape<E, F, D>{}));
+        value_of<double, shape<D, E>>(layer, "router.weight"), randn(g, shape<dyn, D, F>{E}), randn(g, shape<dyn, D, F>{E}),
+        randn(g, shape<dyn, F, D>{E}));
   }
 }
 
@@ -181,7 +182,7 @@ TEST_CASE("gradcheck helper: an aliased parameter reads and differentiates the v
   const auto x = randn(g, shape<dyn, D>{T});
   tape t;
   const auto before = layer(t.input(x)).value().clone();
-  auto w2 = t.variable(randn(g, shape<E, F, D>{}));
+  auto w2 = t.variable(randn(g, shape<dyn, F, D>{E}));
   alias(layer, "experts.w2", w2);
   auto y = layer(t.input(x));
   t.backward(sum(y));
@@ -191,4 +192,26 @@ TEST_CASE("gradcheck helper: an aliased parameter reads and differentiates the v
   REQUIRE(w2.grad().defined());
   REQUIRE(std::any_of(w2.grad().data(), w2.grad().data() + w2.size(), [](double v) { return v != 0.0; }));
   REQUIRE_THROWS_AS(alias(layer, "experts.nope", w2), std::logic_error);
+}
+
+TEST_CASE("gradcheck: a bank with shared weights (3 slots, 2 weight sets)", "[gradcheck][moe][sharing]") {
+  auto layer = top_k_layer<2, ffn>(8, {.load_balance_weight = 0.1}, false);
+  layer.experts().share(moe::slot_map<cpu>(std::vector<index_t>{0, 1, 0}));
+  REQUIRE(layer.experts().weight_sets() == 2);
+  rng g(77);
+  const auto x = randn(g, shape<dyn, D>{T});
+  REQUIRE_PARAMETER_GRADIENTS(layer, [&](tape& t) { return layer(t.input(x)); });
+  REQUIRE_GRADIENTS([&](auto v) { return layer(v); }, x);
+}
+
+TEST_CASE("gradcheck: a plan-aware bank", "[gradcheck][moe][plan_aware]") {
+  using router_t = moe::top_k_router<D, E, 2, double>;
+  using layer_t = moe::layer<router_t, moekit::testing::positional_expert<D>, double>;
+  rng g(78);
+  router_t router(g);
+  spread_router(router, 3.0, g);
+  layer_t layer(std::move(router), layer_t::bank_type(g, E, 3));
+  const auto x = randn(g, shape<dyn, D>{6});
+  REQUIRE_PARAMETER_GRADIENTS(layer, [&](tape& t) { return layer(t.input(x)); });
+  REQUIRE_GRADIENTS([&](auto v) { return layer(v); }, x);
 }

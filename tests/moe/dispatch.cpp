@@ -15,6 +15,7 @@
 #include <moekit.hpp>
 #include <moekit/moe.hpp>
 
+#include "../support/positional_expert.hpp"
 #include "../support/temp_dir.hpp"
 
 using namespace moekit;
@@ -229,43 +230,8 @@ TEST_CASE("shared weights: a checkpoint reloads at the merged size", "[moe][shar
   REQUIRE_THROWS_WITH(moe::slot_map<cpu>(std::vector<index_t>{0, 2}), Catch::Contains("serves no slot"));
 }
 
-namespace {
-
-// A plan-aware expert written by a user: rows·W[e] + P[e, position of the
-// row's token in its sequence]. It needs each row's token, which only the
-// plan knows.
-template <std::size_t Dm>
-struct positional_expert {
-  static constexpr std::size_t d_model = Dm;
-  template <std::size_t Ex, class Tv, backend B>
-  class bank {
-   public:
-    explicit bank(rng& g, std::size_t e = Ex, std::size_t seq = 1, std::size_t d = Dm)
-        : w_(normal<Tv, B>(g, shape<dyn, dyn, dyn>{e, d, d})), p_(normal<Tv, B>(g, shape<dyn, dyn>{e * seq, d})),
-          seq_(seq) {}
-    template <class S>
-    auto operator()(const var<Tv, S, B>& rows, const moe::expert_segments<B>& seg) {
-      tensor<index_t, shape<dyn>, B> at(shape<dyn>{rows.extent(0)});
-      for (std::size_t a = 0; a < at.size(); ++a)
-        at[a] = static_cast<index_t>(static_cast<std::size_t>(seg.expert[a]) * seq_ + static_cast<std::size_t>(seg.token[a]) % seq_);
-      return grouped_matmul(rows, w_, seg.offsets) + gather_rows(p_, at);  // (A, D)
-    }
-    std::size_t experts() const { return w_.extent(0); }
-    template <class V>
-    void parameters(V&& visit) {
-      visit("w", w_);
-      visit("p", p_);
-    }
-    parameter<Tv, shape<dyn, dyn, dyn>, B> w_;  // (E, D, D)
-    parameter<Tv, shape<dyn, dyn>, B> p_;       // (E · seq, D)
-    std::size_t seq_;
-  };
-};
-
-}  // namespace
-
 TEST_CASE("a plan-aware bank sees each row's token: equal to a dense reference", "[moe][plan_aware]") {
-  using layer_t = moe::layer<router_d, positional_expert<dyn>, double>;
+  using layer_t = moe::layer<router_d, moekit::testing::positional_expert<dyn>, double>;
   static_assert(moe::plan_aware_bank<layer_t::bank_type, var<double, shape<dyn, dyn>>, cpu>);
   constexpr std::size_t seq = 5;
   rng g(8);

@@ -371,3 +371,35 @@ TEST_CASE("grouped rows kernels on device offsets, with empty groups", "[moe][de
   REQUIRE_THROWS_WITH(add_grouped_rows(h.to<device>(), bias.to<device>(), offsets.rows(0, 3).to<device>()),
                       Catch::Contains("add_grouped_rows") && Catch::Contains("offsets"));
 }
+
+TEST_CASE("emulated device: a bank with shared weights, and by_sequence", "[moe][device][sharing]") {
+  const std::vector<index_t> map{1, 0, 1, 2};
+  auto shared_layer = [&]<class B>(B) {
+    auto layer = make_top_k<B, 4, 2, gelu_ffn>({.load_balance_weight = 0.01}, false);
+    layer.experts().share(moe::slot_map<B>(map));
+    return layer;
+  };
+  const auto b = random_batch(12, d_model);
+  auto on_host = shared_layer(cpu{});
+  auto on_device = shared_layer(device{});
+  REQUIRE(on_device.experts().weight_sets() == 3);
+  require_same_step(run_step<cpu>(on_host, b.x, b.dy), run_step<device>(on_device, b.x, b.dy));
+
+  // The regrouped step reads nothing back on a device either.
+  auto metered = shared_layer(metered_device{});
+  tape t;
+  auto xv = t.variable(b.x.to<metered_device>());
+  const std::size_t before = metered_device::host_reads();
+  auto y = metered(xv);
+  t.backward(y, b.dy.to<metered_device>());
+  REQUIRE(metered_device::host_reads() == before);
+
+  // by_sequence: the same reordering and sub-segments on both backends
+  // (a plan's gates live on the tape they were routed on: route afresh).
+  auto seq_plan = [&]<class B>(auto& layer, B) {
+    tape t2;
+    const auto p = moe::by_sequence(layer.router().route(t2.input(b.x.to<B>())), 4);
+    return std::vector{host_values(p.token), host_values(p.expert), host_values(p.sub_offsets), host_values(p.gate.value())};
+  };
+  REQUIRE(seq_plan(on_host, cpu{}) == seq_plan(on_device, device{}));
+}

@@ -19,6 +19,7 @@
 #include <type_traits>
 
 #include "../../core/config.hpp"
+#include "../../core/dtype.hpp"
 #include "check.cuh"
 #include "launch.cuh"
 #include "pool.cuh"
@@ -55,6 +56,11 @@ struct arg_best {
 template <class T>
 __device__ inline T shuffle_xor(T v, int offset) {
   return __shfl_xor_sync(full_warp, v, offset);
+}
+template <class T>
+  requires storage_16<T>
+__device__ inline T shuffle_xor(T v, int offset) {  // bf16/half: through float (exact both ways)
+  return T(__shfl_xor_sync(full_warp, static_cast<float>(v), offset));
 }
 template <class T>
 __device__ inline arg_best<T> shuffle_xor(arg_best<T> v, int offset) {

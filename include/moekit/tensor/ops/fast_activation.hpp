@@ -12,6 +12,7 @@
 #include <numbers>
 #include <type_traits>
 
+#include "../../core/dtype.hpp"
 #include "../../core/host_device.hpp"
 
 // The approximations must inline into the map loops to vectorise there;
@@ -74,7 +75,9 @@ MOEKIT_HOST_DEVICE MOEKIT_ALWAYS_INLINE float normal_upper_tail_approx(float a) 
 /// negative tail keeps its relative accuracy (1 + erf(x) would cancel).
 template <class T>
 MOEKIT_HOST_DEVICE MOEKIT_ALWAYS_INLINE T normal_cdf(T x) {
-  if constexpr (std::is_same_v<T, float>) {
+  if constexpr (storage_16<T>) {
+    return T(normal_cdf(static_cast<float>(x)));  // bf16/half: in float
+  } else if constexpr (std::is_same_v<T, float>) {
     const float tail = normal_upper_tail_approx(x < 0.0f ? -x : x);
     return x < 0.0f ? tail : 1.0f - tail;
   } else {
@@ -85,15 +88,21 @@ MOEKIT_HOST_DEVICE MOEKIT_ALWAYS_INLINE T normal_cdf(T x) {
 /// The standard normal density φ(x).
 template <class T>
 MOEKIT_HOST_DEVICE MOEKIT_ALWAYS_INLINE T normal_pdf(T x) {
-  constexpr T scale = T(std::numbers::inv_sqrtpi / std::numbers::sqrt2);
-  if constexpr (std::is_same_v<T, float>) return exp_approx(-0.5f * x * x) * scale;
-  else return std::exp(T(-0.5) * x * x) * scale;
+  if constexpr (storage_16<T>) {
+    return T(normal_pdf(static_cast<float>(x)));  // bf16/half: in float
+  } else {
+    constexpr T scale = T(std::numbers::inv_sqrtpi / std::numbers::sqrt2);
+    if constexpr (std::is_same_v<T, float>) return exp_approx(-0.5f * x * x) * scale;
+    else return std::exp(T(-0.5) * x * x) * scale;
+  }
 }
 
 /// 1 / (1 + e^-x), never overflowing.
 template <class T>
 MOEKIT_HOST_DEVICE MOEKIT_ALWAYS_INLINE T logistic(T x) {
-  if constexpr (std::is_same_v<T, float>) {
+  if constexpr (storage_16<T>) {
+    return T(logistic(static_cast<float>(x)));  // bf16/half: in float
+  } else if constexpr (std::is_same_v<T, float>) {
     const float e = exp_approx(x < 0.0f ? x : -x);  // e^-|x| in (0, 1]
     const float s = 1.0f / (1.0f + e);
     return x < 0.0f ? e * s : s;  // e/(1 + e), not 1 - s: no cancellation in the tail
