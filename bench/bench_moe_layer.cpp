@@ -93,6 +93,7 @@ constexpr config configs[] = {
 struct options {
   std::string config = "C-S", backend = "cpu", dump, clock = "wall", skew = "none";
   int threads = 1, warmup = 3, reps = 15;
+  std::size_t share = 1;  // slots per shared weight set (1: no sharing)
   bool all = false, force = false;
   std::uint64_t seed = 42;
 };
@@ -109,6 +110,20 @@ layer_of<Expert, B> make_layer(const config& c, rng& g) {
                                                     c.k);  // softmax, renormalised, dropless
   typename layer_t::bank_type bank(g, c.experts, c.d_model, c.d_ff);
   return layer_t(std::move(router), std::move(bank));
+}
+
+/// --share n: slots e and e' share a weight set when e / n == e' / n (a merged
+/// model: the same routing and compute, E / n weight sets).
+template <class Layer>
+void share_slots(std::size_t n, Layer& layer) {
+  if (n <= 1) return;
+  const std::size_t e = layer.experts().experts();
+  if (e % n != 0)
+    throw value_error("bench_moe_layer: --share " + std::to_string(n) + " must divide the expert count " + std::to_string(e));
+  std::vector<index_t> map(e);
+  for (std::size_t s = 0; s < e; ++s) map[s] = static_cast<index_t>(s / n);
+  using map_type = std::remove_cvref_t<decltype(layer.experts().slots())>;
+  layer.experts().share(map_type(map));
 }
 
 /// Expert-matrix FLOPs of one forward: 2·T·k·d·ff per matrix.
@@ -354,6 +369,7 @@ template <backend B, class Expert>
 void bench_config(const config& c, const options& o, const device_info& dev) {
   rng g(o.seed);
   auto layer = make_layer<Expert, B>(c, g);
+  share_slots(o.share, layer);
   auto x_host = normal<float>(g, shape<dyn, dyn>{c.tokens, c.d_model});  // (T, d)
   auto G_host = normal<float>(g, shape<dyn, dyn>{c.tokens, c.d_model});  // (T, d) upstream gradient
   apply_skew(o.skew, layer, x_host);
@@ -376,7 +392,7 @@ void bench_config(const config& c, const options& o, const device_info& dev) {
     tape t;
     auto xv = t.variable(x);
     marks.mark();
-    auto plan = layer.router().route(xv);
+    auto plan = moe::by_weight_set(layer.experts(), layer.router().route(xv));  // (with --share: regrouped)
     marks.mark();
     auto rows = moe::dispatch(xv, plan);  // (A, d) in expert order
     marks.mark();
@@ -391,13 +407,15 @@ void bench_config(const config& c, const options& o, const device_info& dev) {
 
   group_offsets<B> offsets;
   std::vector<std::size_t> per_expert;
+  config by_set = c;  // with --share: the GEMMs of E / n weight sets
+  by_set.experts = layer.experts().weight_sets();
   {
     tape t;
-    auto plan = layer.router().route(t.variable(x));
+    auto plan = moe::by_weight_set(layer.experts(), layer.router().route(t.variable(x)));
     offsets = plan.offsets.clone();
     per_expert = plan.counts();
   }
-  gemm_problem<B> gp(c, std::move(offsets), g);
+  gemm_problem<B> gp(by_set, std::move(offsets), g);
 
   std::vector<std::function<void()>> runs{forward,
                                           forward_backward,
@@ -434,7 +452,8 @@ void bench_config(const config& c, const options& o, const device_info& dev) {
   auto common = [&](const char* bench_name) {
     bench::json_line j;
     j.add("bench", bench_name).add("config", c.name).add("backend", dev.backend).add("dtype", "f32")
-        .add("threads", o.threads).add("clock", dev.clock).add("skew", o.skew);
+        .add("threads", o.threads).add("clock", dev.clock).add("skew", o.skew)
+        .add("weight_sets", double(c.experts / std::max<std::size_t>(o.share, 1)));
     if (!dev.gpu.empty()) j.add("gpu", dev.gpu).add("tf32", "off").add("copy_gbps", dev.copy_gbps);
     return j;
   };
@@ -541,6 +560,7 @@ int main(int argc, char** argv) try {
   cli.add("warmup", o.warmup, "untimed repetitions first");
   cli.add("reps", o.reps, "timed repetitions (median reported)");
   cli.add("seed", o.seed, "weights, inputs and G");
+  cli.add("share", o.share, "slots per shared weight set: slots e / n share one (a merged model; 1: none)");
   cli.add("clock", o.clock, "cpu backend: wall (steady_clock) or cpu (thread CPU time, for loaded machines; 1 thread)");
   cli.add("dump", o.dump, "directory for <config>.safetensors (inputs, weights, output, gradients)");
   if (!cli.parse(argc, argv)) return 0;

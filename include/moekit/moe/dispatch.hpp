@@ -200,26 +200,6 @@ struct expert_segments {
 
 namespace detail {
 
-/// The plan regrouped by weight set when the bank shares weights between
-/// slots (stable: slot order, then the plan's order), else the plan itself.
-template <class Bank, class T, class B>
-routing<T, B> by_weight_set(const Bank& bank, const routing<T, B>& plan) {
-  if constexpr (shares_weights<Bank>) {
-    if (!bank.slots().identity()) {
-      if (plan.sub_offsets.defined())
-        throw value_error("apply_experts: a bank with shared weights takes plans without sub-segments");
-      auto keys = generate<index_t, B>(shape<dyn>{plan.assignments()},
-                                       fn::lookup{bank.slots().map().data(), plan.expert.data()});
-      auto out = reordered(plan, keys);
-      out.offsets = run_offsets(generate<index_t, B>(shape<dyn>{out.assignments()},
-                                                     fn::lookup{bank.slots().map().data(), out.expert.data()}),
-                                bank.weight_sets());
-      return out;
-    }
-  }
-  return plan;
-}
-
 /// Runs a bank on rows grouped as `seg` says: a plan-aware bank gets the
 /// segments, any other bank the offsets.
 template <class Bank, class V, class B>
@@ -235,6 +215,27 @@ var<T, S, B> shape_as(const V& v, const var<T, S, B>& x) {
 }
 
 }  // namespace detail
+
+/// The plan as `bank` runs it: regrouped by weight set when the bank shares
+/// weights between slots (stable: slot order, then the plan's order; offsets
+/// (G + 1)), else the plan itself. apply_experts does this first.
+template <class Bank, class T, class B>
+routing<T, B> by_weight_set(const Bank& bank, const routing<T, B>& plan) {
+  if constexpr (shares_weights<Bank>) {
+    if (!bank.slots().identity()) {
+      if (plan.sub_offsets.defined())
+        throw value_error("by_weight_set: a bank with shared weights takes plans without sub-segments");
+      auto keys = generate<index_t, B>(shape<dyn>{plan.assignments()},
+                                       fn::lookup{bank.slots().map().data(), plan.expert.data()});
+      auto out = detail::reordered(plan, keys);
+      out.offsets = detail::run_offsets(generate<index_t, B>(shape<dyn>{out.assignments()},
+                                                     fn::lookup{bank.slots().map().data(), out.expert.data()}),
+                                bank.weight_sets());
+      return out;
+    }
+  }
+  return plan;
+}
 
 /// x (T, D) -> (A, D): the token row of every assignment of `plan`, in the plan's order.
 template <class T, class S, class TG, class B>
@@ -263,7 +264,7 @@ var<T, S, B> apply_experts(Bank& bank, const var<T, S, B>& x, const routing<TG, 
   if (plan.experts != bank.experts())
     throw value_error("apply_experts: the plan has " + std::to_string(plan.experts) + " experts, the bank " +
                       std::to_string(bank.experts()));
-  const auto p = detail::by_weight_set(bank, plan);
+  const auto p = by_weight_set(bank, plan);
   const expert_segments<B> seg{p.tokens, p.offsets, p.token, p.expert, p.sub_offsets, p.sub_segments_per_expert};
   auto rows = dispatch(x, p);                                  // (A, D) grouped by weight set
   auto y = detail::run_bank(bank, rows, seg);                  // (A, D)
