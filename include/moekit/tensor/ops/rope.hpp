@@ -22,29 +22,43 @@
 
 #include "../../core/host_device.hpp"
 #include "../tensor.hpp"
+#include "creation.hpp"
 
 namespace moekit {
 
 namespace fn {
-/// out[i] of x rotated by `sign`·angle (sign −1: the inverse rotation). Angles
-/// are computed in double so that long positions keep their precision. With
-/// `positions` null a row's position is offset + its index along seq; else
-/// it is positions[(row / group)·seq + index].
+/// cos (Sin = false) or sin (Sin = true) of sign·p·base^(−2j/dim) for entry
+/// k = prow·half + j of the angle table, p the position of position row prow:
+/// positions[prow], or offset + prow when positions is null. In double, so
+/// that long positions keep their precision.
+template <bool Sin>
+struct rope_angle {
+  std::size_t half, dim, offset;
+  double log_base, sign;
+  const index_t* positions = nullptr;
+  MOEKIT_HOST_DEVICE double operator()(std::size_t k) const {
+    const std::size_t prow = k / half, j = k % half;
+    const double position = positions ? static_cast<double>(positions[prow]) : static_cast<double>(prow + offset);
+    const double angle = sign * position * std::exp(-2.0 * static_cast<double>(j) / static_cast<double>(dim) * log_base);
+    if constexpr (Sin) return std::sin(angle);
+    else return std::cos(angle);
+  }
+};
+
+/// out[i] of x rotated by the tabled angles: the pair (j, j + dim/2) of row
+/// r at index t along seq uses table row (r / group)·seq + t when positions
+/// vary by row (group = rows per position row), else t.
 template <class T>
 struct rope_rotate {
   const T* x;
-  std::size_t seq, dim, offset;
-  double log_base, sign;
-  const index_t* positions = nullptr;
-  std::size_t group = 1;
+  const double* cos_table;
+  const double* sin_table;
+  std::size_t seq, dim, group;  // group 0: one position row per index t, shared by every row
   MOEKIT_HOST_DEVICE T operator()(std::size_t i) const {
     const std::size_t half = dim / 2, d = i % dim, j = d < half ? d : d - half;
     const std::size_t t = (i / dim) % seq;
-    const double position = positions ? static_cast<double>(positions[(i / (dim * seq)) / group * seq + t])
-                                      : static_cast<double>(t + offset);
-    const double frequency = std::exp(-2.0 * static_cast<double>(j) / static_cast<double>(dim) * log_base);
-    const double angle = sign * position * frequency;
-    const double c = std::cos(angle), s = std::sin(angle);
+    const std::size_t prow = group ? (i / (dim * seq)) / group * seq + t : t;
+    const double c = cos_table[prow * half + j], s = sin_table[prow * half + j];
     if (d < half) return static_cast<T>(x[i] * c - x[i + half] * s);
     return static_cast<T>(x[i] * c + x[i - half] * s);
   }
@@ -67,13 +81,26 @@ std::array<std::size_t, 2> rope_check(const char* op, const tensor<T, S, B>& x, 
   return {seq, dim};
 }
 
+/// x rotated with the angles of `position_rows` position rows, tabled once
+/// (cos and sin of each (position row, j)) rather than per element: every
+/// row of x (batch · heads of them) reuses them.
+template <class T, class S, class B, class C, class Sn>
+tensor<T, S, B> rotate_by_table(const tensor<T, S, B>& x, std::size_t seq, std::size_t dim, std::size_t position_rows,
+                                std::size_t group, C cos_of, Sn sin_of) {
+  tensor<T, S, B> out(x.shape());
+  if (out.size() == 0) return out;
+  const shape<dyn> table_shape{position_rows * (dim / 2)};
+  const auto c = generate<double, B>(table_shape, cos_of);  // (position rows · dim/2)
+  const auto s = generate<double, B>(table_shape, sin_of);  // (position rows · dim/2)
+  kernels<B>::generate(out.size(), out.data(), fn::rope_rotate<T>{x.data(), c.data(), s.data(), seq, dim, group});
+  return out;
+}
+
 template <class T, class S, class B>
 tensor<T, S, B> rope_rotate(const char* op, const tensor<T, S, B>& x, std::size_t offset, double base, double sign) {
   const auto [seq, dim] = rope_check(op, x, base);
-  tensor<T, S, B> out(x.shape());
-  if (out.size() == 0) return out;
-  kernels<B>::generate(out.size(), out.data(), fn::rope_rotate<T>{x.data(), seq, dim, offset, std::log(base), sign});
-  return out;
+  return rotate_by_table(x, seq, dim, seq, 0, fn::rope_angle<false>{dim / 2, dim, offset, std::log(base), sign},
+                         fn::rope_angle<true>{dim / 2, dim, offset, std::log(base), sign});
 }
 
 /// The same at positions (seq) or (R, seq), R dividing x's rows.
@@ -87,12 +114,10 @@ tensor<T, S, B> rope_rotate(const char* op, const tensor<T, S, B>& x, const tens
   if (!positions.defined() || positions.extent(PS::rank() - 1) != seq || groups == 0 || rows % groups != 0)
     throw shape_error(std::string(op) + ": positions " + positions.shape().str() + " for x " + x.shape().str() +
                       ": needs (seq) or (R, seq) with R dividing the " + std::to_string(rows) + " rows of x");
-  tensor<T, S, B> out(x.shape());
-  if (out.size() == 0) return out;
-  kernels<B>::generate(out.size(), out.data(),
-                       fn::rope_rotate<T>{x.data(), seq, dim, 0, std::log(base), sign, positions.data(),
-                                          rows / groups});
-  return out;
+  const std::size_t half = dim / 2;
+  return rotate_by_table(x, seq, dim, positions.size(), PS::rank() == 1 ? 0 : rows / groups,
+                         fn::rope_angle<false>{half, dim, 0, std::log(base), sign, positions.data()},
+                         fn::rope_angle<true>{half, dim, 0, std::log(base), sign, positions.data()});
 }
 }  // namespace detail
 
