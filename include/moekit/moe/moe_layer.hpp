@@ -61,7 +61,11 @@ class layer {
   }
 
   Router& router() noexcept { return router_; }
+  const Router& router() const noexcept { return router_; }
   bank_type& experts() noexcept { return experts_; }
+  const bank_type& experts() const noexcept { return experts_; }
+  /// The always-on expert, if any.
+  const std::optional<shared_type>& shared() const noexcept { return shared_; }
   /// The routing plan of the last forward (counts, aux terms, logits, per-slot view).
   const plan_type& last_routing() const noexcept { return last_; }
   void train(bool on = true) { set_training(router_, on); }

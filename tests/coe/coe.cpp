@@ -1,0 +1,208 @@
+// coe::layer: C = 1 equals moe::layer (outputs and every gradient); the norm
+// placements and residuals against their formulas written with moe::layers;
+// gradients through both iterations (gradcheck in double, every option);
+// the up-cycled layer equals its MoE at initialisation; the sequence-level
+// aux loss of every iteration equals its formula and reaches its router.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <moekit.hpp>
+#include <moekit/autograd/gradcheck.hpp>
+#include <moekit/coe.hpp>
+
+using namespace moekit;
+
+namespace {
+
+constexpr std::size_t D = 6, F = 5, E = 4, T = 8;
+using router_t = moe::top_k_router<D, E, 2, double>;
+using expert_t = moe::ffn_expert<D, F>;
+using moe_t = moe::layer<router_t, expert_t, double>;
+using coe_t = coe::layer<router_t, expert_t, dyn, double>;
+
+router_t spread_router(rng& g, moe::top_k_options o = {}) {
+  router_t r(g, o);
+  r.parameters([&](std::string_view, auto& w) { w.value() = normal<double>(g, w.shape(), 0.0, 2.0); });
+  return r;
+}
+
+tensor<double, shape<dyn, D>> input(std::uint64_t seed, std::size_t tokens = T) {
+  rng g(seed);
+  return normal<double>(g, shape<dyn, D>{tokens});
+}
+
+double max_diff(const tensor<double, shape<dyn, D>>& a, const tensor<double, shape<dyn, D>>& b) {
+  double m = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(a.data()[i] - b.data()[i]));
+  return m;
+}
+
+template <class M>
+std::map<std::string, std::vector<double>> grads(M& model) {
+  std::map<std::string, std::vector<double>> out;
+  visit_parameters(model, [&](const std::string& name, auto& p) {
+    out[name] = std::vector<double>(p.grad().data(), p.grad().data() + p.grad().size());
+  });
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("coe: C = 1 without norm or residuals is moe::layer, outputs and every gradient", "[coe]") {
+  rng g(1);
+  auto router = spread_router(g, {.load_balance_weight = 0.01});
+  moe_t::bank_type bank(g);
+  moe_t::shared_type shared(g);
+  moe_t moe(router, bank, shared);
+  coe_t chain({router}, bank, shared,
+              {.iterations = 1, .norm = coe::norm_placement::none, .inner_residual = false, .outer_residual = false});
+  const auto x = input(2);
+  tape t1, t2;
+  auto xm = t1.variable(x), xc = t2.variable(x);
+  auto ym = moe(xm), yc = chain(xc);
+  t1.backward(sum(ym * ym));
+  t2.backward(sum(yc * yc));
+  CHECK(max_diff(ym.value(), yc.value()) == 0.0);
+  CHECK(max_diff(xm.grad(), xc.grad()) == 0.0);
+  auto gm = grads(moe), gc = grads(chain);
+  CHECK(gm.at("router.weight") == gc.at("routers.0.weight"));
+  for (const char* name : {"experts.w1", "experts.b1", "experts.w2", "experts.b2", "shared.w1", "shared.w2"}) {
+    INFO(name);
+    CHECK(gm.at(name) == gc.at(name));
+  }
+}
+
+TEST_CASE("coe: reference and pre-norm placements, inner and outer residuals, match their formulas", "[coe]") {
+  rng g(3);
+  auto r1 = spread_router(g), r2 = spread_router(g);
+  moe_t::bank_type bank(g);
+  const auto a = input(4);
+  tape t;
+  auto av = t.input(a);
+  nn::rms_norm<D, double> norm;  // unit weights, as the layer's norms start
+  moe_t m1(r1, bank), m2(r2, bank);
+
+  SECTION("reference: x0 = norm(a), x1 = x0 + E1(x0), x2 = x1 + E2(x1), out = a + x2 (outer residual)") {
+    coe_t chain({r1, r2}, bank, std::nullopt, {.iterations = 2, .norm = coe::norm_placement::reference,
+                                                .inner_residual = true, .outer_residual = true});
+    auto x0 = norm(av);
+    auto x1 = x0 + m1(x0);
+    auto want = av + (x1 + m2(x1));
+    CHECK(max_diff(chain(av).value(), want.value()) < 1e-14);
+  }
+  SECTION("pre_norm: x1 = a + E1(norm(a)), out = x1 + E2(norm(x1))") {
+    coe_t chain({r1, r2}, bank, std::nullopt, {.iterations = 2, .norm = coe::norm_placement::pre_norm});
+    auto x1 = av + m1(norm(av));
+    auto want = x1 + m2(norm(x1));
+    CHECK(max_diff(chain(av).value(), want.value()) < 1e-14);
+    CHECK(chain.last_routing(0).tokens == T);
+    CHECK(chain.last_routing(1).tokens == T);
+  }
+  SECTION("one shared router, re-evaluated; no inner residual: out = E(E(a))") {
+    coe_t chain({r1}, bank, std::nullopt,
+                {.iterations = 2, .norm = coe::norm_placement::none, .inner_residual = false});
+    auto want = m1(m1(av));
+    CHECK(max_diff(chain(av).value(), want.value()) < 1e-14);
+    CHECK(&chain.router(0) == &chain.router(1));
+  }
+}
+
+TEST_CASE("coe: gradients through both iterations (gradcheck, double)", "[coe][gradcheck]") {
+  const auto x = input(5, 6);
+  struct variant {
+    const char* name;
+    coe::options o;
+    bool shared_router, shared_expert, renormalize;
+  };
+  const variant variants[] = {
+      {"reference: per-iteration routers, inner residual, raw softmax gates", {}, false, false, false},
+      {"pre_norm, shared router, outer residual, shared expert", {.iterations = 2, .norm = coe::norm_placement::pre_norm, .outer_residual = true}, true, true, true},
+      {"no norm, no inner residual, 3 iterations", {.iterations = 3, .norm = coe::norm_placement::none, .inner_residual = false}, false, false, true},
+      {"up-cycled", {.iterations = 2, .norm = coe::norm_placement::none, .inner_residual = false, .upcycled = true}, false, true, true},
+  };
+  for (const auto& v : variants) {
+    INFO(v.name);
+    rng g(6);
+    std::vector<router_t> routers;
+    for (std::size_t i = 0; i < (v.shared_router ? 1 : v.o.iterations); ++i)
+      routers.push_back(spread_router(g, {.renormalize = v.renormalize}));
+    std::optional<moe_t::shared_type> shared;
+    if (v.shared_expert) shared.emplace(g);
+    coe_t chain(routers, moe_t::bank_type(g), shared, v.o);
+    // Up-cycled: move w off 0 so the first iteration's gradient is not trivially zero.
+    visit_parameters(chain, [](const std::string& name, auto& p) {
+      if (name.starts_with("mix.")) fill(p.value(), 0.3);
+    });
+    auto r = check_parameter_gradients(chain, [&](tape& t) { return chain(t.input(x)); });
+    INFO(r.message);
+    CHECK(r.ok);
+    CHECK(r.checked > 0);
+    auto rx = check_gradients([&](auto xv) { return chain(xv); }, x);
+    INFO(rx.message);
+    CHECK(rx.ok);
+  }
+}
+
+TEST_CASE("coe: from_moe starts equal to the MoE and learns its mixing scalar", "[coe][upcycle]") {
+  rng g(7);
+  moe_t moe(spread_router(g), moe_t::bank_type(g), moe_t::shared_type(g));
+  auto chain = coe::from_moe(moe, 2);
+  REQUIRE(chain.iterations() == 2);
+  const auto x = input(8);
+  tape t;
+  auto ym = moe(t.input(x));
+  auto xc = t.variable(x);
+  auto yc = chain(xc);
+  CHECK(max_diff(ym.value(), yc.value()) == 0.0);
+  t.backward(sum(yc * yc));
+  double w_grad = 0;
+  visit_parameters(chain, [&](const std::string& name, auto& p) {
+    if (name == "mix.0.w") w_grad = p.grad()[0];
+  });
+  CHECK(w_grad != 0.0);  // the extra iteration can start to matter
+  CHECK(count_parameters(chain) == count_parameters(moe) + D * E + 1);  // a second router and w
+}
+
+TEST_CASE("coe: the sequence-level aux loss of each iteration equals its formula and reaches its router",
+          "[coe][aux_loss]") {
+  constexpr std::size_t seq = 4, k = 2;
+  rng g(9);
+  const moe::top_k_options o{.renormalize = false, .sequence_balance_weight = 0.1, .seq_len = seq};
+  coe_t chain({spread_router(g, o), spread_router(g, o)}, moe_t::bank_type(g), std::nullopt, {});
+  const auto x = input(10);
+  tape t;
+  auto y = chain(t.input(x));
+  for (std::size_t it = 0; it < 2; ++it) {
+    const auto& plan = chain.last_routing(it);
+    REQUIRE(plan.aux_terms.size() == 1);
+    // mean over sequences b of Σ_e ce[b, e] · mean_s p[b, s, e], ce = count / (S·k/E).
+    double want = 0;
+    const std::size_t seqs = T / seq;
+    for (std::size_t b = 0; b < seqs; ++b)
+      for (std::size_t e = 0; e < E; ++e) {
+        double count = 0, p = 0;
+        for (std::size_t s = 0; s < seq; ++s) {
+          const std::size_t tok = b * seq + s;
+          double z = 0;
+          for (std::size_t f = 0; f < E; ++f) z += std::exp(plan.logits(tok, f));
+          p += std::exp(plan.logits(tok, e)) / z / seq;
+          for (std::size_t j = 0; j < k; ++j) count += plan.choice(tok, j) == static_cast<index_t>(e);
+        }
+        want += count / (double(seq * k) / E) * p / seqs;
+      }
+    CHECK(plan.aux_terms[0].value() == Approx(want).epsilon(1e-12));
+  }
+  // With a zero upstream gradient only the aux losses flow back: into both routers.
+  t.backward(y, zeros<double>(y.shape()));
+  for (std::size_t it = 0; it < 2; ++it) {
+    double norm = 0;
+    chain.router(it).parameters([&](std::string_view, auto& w) {
+      for (std::size_t i = 0; i < w.size(); ++i) norm += std::abs(w.grad().data()[i]);
+    });
+    CHECK(norm > 0);
+  }
+}
