@@ -206,3 +206,38 @@ TEST_CASE("coe: the sequence-level aux loss of each iteration equals its formula
     CHECK(norm > 0);
   }
 }
+
+TEST_CASE("coe: on a device backend (emulated) equals the CPU, with no host read per step", "[coe][device]") {
+  auto run = [](auto backend) {
+    using B = decltype(backend);
+    using r_t = moe::top_k_router<D, E, 2, float, B>;
+    using c_t = coe::layer<r_t, expert_t, 2, float, B>;
+    rng g(11);
+    r_t r1(g, {.sequence_balance_weight = 0.01, .seq_len = 4}), r2(g, {.sequence_balance_weight = 0.01, .seq_len = 4});
+    c_t chain({r1, r2}, typename c_t::bank_type(g), typename c_t::shared_type(g),
+              {.iterations = 2, .norm = coe::norm_placement::pre_norm, .outer_residual = true});
+    rng gx(12);
+    const auto x = normal<float>(gx, shape<dyn, D>{T});
+    tape t;
+    auto xv = t.variable(x.template to<B>());
+    const std::size_t reads = metered_device::host_reads();
+    auto y = chain(xv);
+    t.backward(sum(y * y));
+    const std::size_t read = metered_device::host_reads() - reads;
+    std::vector<double> out;
+    for (const auto* v : {&y.value(), &xv.grad()}) {
+      const auto h = v->template to<cpu>();
+      out.insert(out.end(), h.data(), h.data() + h.size());
+    }
+    visit_parameters(chain, [&](const std::string&, auto& p) {
+      const auto h = p.grad().template to<cpu>();
+      out.insert(out.end(), h.data(), h.data() + h.size());
+    });
+    return std::pair{out, read};
+  };
+  const auto [on_cpu, cpu_reads] = run(cpu{});
+  const auto [on_device, device_reads] = run(metered_device{});
+  REQUIRE(on_cpu.size() == on_device.size());
+  for (std::size_t i = 0; i < on_cpu.size(); ++i) REQUIRE(on_device[i] == Approx(on_cpu[i]).epsilon(1e-5).margin(1e-6));
+  CHECK(device_reads == 0);
+}

@@ -32,6 +32,8 @@
 #include <moekit/nn/transfer.hpp>
 #include <moekit/optim/sgd.hpp>
 
+#include "compare.cuh"
+
 // Not `using namespace moekit`: CUDA's headers declare a global `half` and a namespace `cuda`.
 namespace mk = moekit;
 using gpu = mk::cuda;
@@ -41,24 +43,8 @@ using mk::shape;
 
 namespace {
 
-template <class X>
-std::vector<double> host_values(const X& t) {
-  const auto h = t.template to<mk::cpu>();
-  return std::vector<double>(h.data(), h.data() + h.size());
-}
-
-/// |got - want| <= rtol·|want| + 1e-5·max|want| everywhere.
-void require_close(const std::vector<double>& got, const std::vector<double>& want, const std::string& what,
-                   double rtol = 1e-4) {
-  INFO(what);
-  REQUIRE(got.size() == want.size());
-  double scale = 0;
-  for (double w : want) scale = std::max(scale, std::abs(w));
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    INFO("at " << i << ": " << got[i] << " vs " << want[i] << " (largest |value| " << scale << ")");
-    REQUIRE(std::abs(got[i] - want[i]) <= rtol * std::abs(want[i]) + 1e-5 * scale);
-  }
-}
+using moekit::testing::host_values;
+using moekit::testing::require_close;
 
 /// What one step of a model produced, on the host.
 struct step_result {
