@@ -96,7 +96,8 @@ TEST_CASE("plan_from_assignments: triples grouped by expert in their own order",
   REQUIRE_THROWS_WITH(moe::plan_from_assignments(3, 2, far, expert, gate),
                       Catch::Contains("plan_from_assignments") && Catch::Contains("out of range"));
   const auto bad_expert = from_values<index_t>(shape<dyn>{4}, {1, 0, 2, 0});
-  REQUIRE_THROWS_AS(moe::plan_from_assignments(3, 2, token, bad_expert, gate), value_error);
+  REQUIRE_THROWS_WITH(moe::plan_from_assignments(3, 2, token, bad_expert, gate),
+                      Catch::Contains("plan_from_assignments") && Catch::Contains("expert 2"));
 }
 
 TEST_CASE("by_sequence: each expert's rows in temporal order, one sub-segment per sequence", "[moe][dispatch]") {

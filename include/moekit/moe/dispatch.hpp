@@ -86,15 +86,15 @@ group_offsets<B> run_offsets(const indices<B>& sorted_keys, std::size_t bins) {
 }
 
 /// Orders a (T, k) choice into plan.token/expert/offsets/dropped and returns
-/// each kept assignment's position t·k + j in the choice.
+/// each kept assignment's position t·k + j in the choice; errors name `op`.
 template <class T, class SI, class B>
-indices<B> order_choice(routing<T, B>& plan, const tensor<index_t, SI, B>& ids, std::size_t capacity) {
+indices<B> order_choice(const char* op, routing<T, B>& plan, const tensor<index_t, SI, B>& ids, std::size_t capacity) {
   const std::size_t tokens = ids.extent(0), k = ids.extent(1), n = tokens * k, e = plan.experts;
   if constexpr (B::host_accessible)
     for (std::size_t i = 0; i < n; ++i)
       if (ids.data()[i] < 0 || static_cast<std::size_t>(ids.data()[i]) >= e)
-        throw value_error("plan_from_choice: expert " + std::to_string(ids.data()[i]) + " of token " +
-                          std::to_string(i / k) + " is out of range [0, " + std::to_string(e) + ")");
+        throw value_error(std::string(op) + ": expert " + std::to_string(ids.data()[i]) + " at position " +
+                          std::to_string(i) + " is out of range [0, " + std::to_string(e) + ")");
   // Slot-major keys: position j·T + t holds token t's j-th expert.
   auto keys = transpose(ids).reshape(shape<dyn>{n});                  // (T·k)
   auto [sorted_experts, sorted_slots] = sort_pairs(keys, arange<index_t, B>(n));
@@ -131,7 +131,7 @@ routing<T, B> plan_from_choice(const tensor<index_t, SI, B>& ids, const var<T, S
   const std::size_t tokens = ids.extent(0), k = ids.extent(1);
   routing<T, B> plan;
   plan.tokens = tokens, plan.experts = experts, plan.k = k;
-  plan.source = detail::order_choice(plan, ids, capacity);                              // (A)
+  plan.source = detail::order_choice("plan_from_choice", plan, ids, capacity);          // (A)
   plan.choice = ids.reshape(shape<dyn, dyn>{tokens, k});                                // (T, k)
   plan.choice_gate = reshape(gates, shape<dyn, dyn>{tokens, k});                        // (T, k)
   auto flat = reshape(gates, shape<dyn, 1>{tokens * k});                                // (T·k, 1)
@@ -157,7 +157,7 @@ routing<T, B> plan_from_assignments(std::size_t tokens, std::size_t experts, con
   // assignment's source is its triple i, and its token is token[i].
   routing<T, B> plan;
   plan.tokens = tokens, plan.experts = experts;
-  plan.source = detail::order_choice(plan, expert.reshape(shape<dyn, 1>{a}), capacity);
+  plan.source = detail::order_choice("plan_from_assignments", plan, expert.reshape(shape<dyn, 1>{a}), capacity);
   plan.token = gather_rows(token.reshape(shape<dyn>{a}), plan.source);
   plan.gate = reshape(gather_rows(reshape(gate, shape<dyn, 1>{a}), plan.source), shape<dyn>{plan.source.size()});
   return plan;

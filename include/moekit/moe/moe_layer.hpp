@@ -66,7 +66,8 @@ class layer {
   const bank_type& experts() const noexcept { return experts_; }
   /// The always-on expert, if any.
   const std::optional<shared_type>& shared() const noexcept { return shared_; }
-  /// The routing plan of the last forward (counts, aux terms, logits, per-slot view).
+  /// The routing plan of the last forward (counts, aux terms, logits, per-slot
+  /// view); its vars live on that forward's tape (see routing::observed()).
   const plan_type& last_routing() const noexcept { return last_; }
   void train(bool on = true) { set_training(router_, on); }
 

@@ -61,6 +61,20 @@ struct routing {
   std::size_t dropped = 0;                 // assignments dropped by a capacity limit
 
   std::size_t assignments() const noexcept { return token.size(); }
+
+  /// The plan with its gates and aux loss cut from the tape they were routed
+  /// on (the same values, no tape). A layer's last_routing() is the live plan:
+  /// its gates and aux loss can be backpropagated while the forward's tape
+  /// lives; to re-order or combine a kept plan after that tape is reset or
+  /// gone, take observed() of it first.
+  routing observed() const {
+    routing out = *this;
+    auto cut = [](const auto& v) { return std::remove_cvref_t<decltype(v)>(v.value(), nullptr, nullptr); };
+    out.gate = cut(gate);
+    out.choice_gate = cut(choice_gate);
+    out.aux_loss = cut(aux_loss);
+    return out;
+  }
   /// Tokens routed to expert e (host plans; see counts() for any backend).
   std::size_t count(std::size_t e) const noexcept
     requires(B::host_accessible)
