@@ -66,9 +66,10 @@ namespace detail {
 template <class B>
 using indices = tensor<index_t, shape<dyn>, B>;
 
-/// The plan's assignments reordered by a stable sort on `keys` (A).
+/// The plan's assignments reordered by a stable sort on `keys` (A), and the
+/// sorted keys.
 template <class T, class B>
-routing<T, B> reordered(const routing<T, B>& plan, const indices<B>& keys) {
+std::pair<routing<T, B>, indices<B>> reordered(const routing<T, B>& plan, const indices<B>& keys) {
   auto [sorted, perm] = sort_pairs(keys, arange<index_t, B>(keys.size()));
   routing<T, B> out = plan;
   out.token = gather_rows(plan.token, perm);
@@ -76,7 +77,7 @@ routing<T, B> reordered(const routing<T, B>& plan, const indices<B>& keys) {
   out.source = gather_rows(plan.source, perm);
   out.gate = reshape(gather_rows(reshape(plan.gate, shape<dyn, 1>{plan.assignments()}), perm),
                      shape<dyn>{plan.assignments()});
-  return out;
+  return {std::move(out), std::move(sorted)};
 }
 
 /// (bins + 1) bounds of the runs of sorted keys in [0, bins).
@@ -177,7 +178,7 @@ routing<T, B> by_sequence(const routing<T, B>& plan, std::size_t seq_len) {
     throw value_error("by_sequence: experts × tokens exceeds the index range");
   const auto t = static_cast<index_t>(plan.tokens);
   auto keys = generate<index_t, B>(shape<dyn>{a}, fn::compound_key{plan.expert.data(), plan.token.data(), t, 1});
-  auto out = detail::reordered(plan, keys);
+  auto out = detail::reordered(plan, keys).first;
   auto seg = generate<index_t, B>(shape<dyn>{a}, fn::compound_key{out.expert.data(), out.token.data(),
                                                                    static_cast<index_t>(sequences),
                                                                    static_cast<index_t>(seq_len)});
@@ -227,10 +228,8 @@ routing<T, B> by_weight_set(const Bank& bank, const routing<T, B>& plan) {
         throw value_error("by_weight_set: a bank with shared weights takes plans without sub-segments");
       auto keys = generate<index_t, B>(shape<dyn>{plan.assignments()},
                                        fn::lookup{bank.slots().map().data(), plan.expert.data()});
-      auto out = detail::reordered(plan, keys);
-      out.offsets = detail::run_offsets(generate<index_t, B>(shape<dyn>{out.assignments()},
-                                                     fn::lookup{bank.slots().map().data(), out.expert.data()}),
-                                bank.weight_sets());
+      auto [out, sorted_sets] = detail::reordered(plan, keys);
+      out.offsets = detail::run_offsets(sorted_sets, bank.weight_sets());  // (G + 1)
       return out;
     }
   }
