@@ -2,7 +2,8 @@
 // of char_lm, and the windows it trains on:
 //
 //   ids (batch, seq) -> embedding (batch, seq, d)
-//     -> N × moe::transformer_block (pre-norm: h += attn(LN(h)); h += FFN(LN(h))),
+//     -> N × moe::transformer_block (pre-norm: h += attn(LN(h)); h += FFN(LN(h)),
+//        or h = FFN(h) for an FFN that owns its norm and residual),
 //        causal multi-head attention with RoPE, FFN = dense or a baseline MoE
 //     -> LayerNorm -> linear head (untied) -> logits (batch·seq, vocabulary)
 //
@@ -47,6 +48,7 @@ class dense_ffn {
 struct char_model_config {
   std::size_t vocabulary = 0, d_model = 128, layers = 4, heads = 4;
   double rope_base = 10000;
+  moe::ffn_wiring wiring = moe::ffn_wiring::pre_norm;  // direct: the FFN owns its norm and residual (coe::layer)
 };
 
 template <class Ffn, class T = float, backend B = cpu>
@@ -61,7 +63,7 @@ class char_transformer {
     blocks_.reserve(c.layers);
     for (std::size_t i = 0; i < c.layers; ++i)
       blocks_.emplace_back(g, c.d_model, c.heads, make(g, i),
-                           nn::attention_options{.causal = true, .rope = true, .rope_base = c.rope_base});
+                           nn::attention_options{.causal = true, .rope = true, .rope_base = c.rope_base}, c.wiring);
   }
 
   /// ids (batch, seq) on the host -> logits (batch·seq, vocabulary).

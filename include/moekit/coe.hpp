@@ -3,3 +3,4 @@
 
 #include "moe.hpp"
 #include "coe/coe_layer.hpp"
+#include "coe/spec.hpp"

@@ -2,9 +2,12 @@
 // placements and residuals against their formulas written with moe::layers;
 // gradients through both iterations (gradcheck in double, every option);
 // the up-cycled layer equals its MoE at initialisation; the sequence-level
-// aux loss of every iteration equals its formula and reaches its router.
+// aux loss of every iteration equals its formula and reaches its router;
+// make_layer builds what its spec says and cost_of counts it; a transformer
+// block wired direct hands the layer its residual stream.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <string>
@@ -13,6 +16,7 @@
 #include <moekit.hpp>
 #include <moekit/autograd/gradcheck.hpp>
 #include <moekit/coe.hpp>
+#include <moekit/moe/transformer_block.hpp>
 
 using namespace moekit;
 
@@ -240,4 +244,76 @@ TEST_CASE("coe: on a device backend (emulated) equals the CPU, with no host read
   REQUIRE(on_cpu.size() == on_device.size());
   for (std::size_t i = 0; i < on_cpu.size(); ++i) REQUIRE(on_device[i] == Approx(on_cpu[i]).epsilon(1e-5).margin(1e-6));
   CHECK(device_reads == 0);
+}
+
+TEST_CASE("coe: make_layer builds the reference layer its spec describes, cost_of counts it", "[coe][spec]") {
+  rng g(21);
+  const coe::spec moe4{.d_model = 8, .experts = 6, .expert_ff = 5, .top_k = 4, .chain = {.iterations = 1}, .seq_len = 4};
+  coe::spec coe2 = moe4;
+  coe2.top_k = 2, coe2.chain.iterations = 2;
+  auto m = coe::make_layer<double>(g, moe4);
+  auto c = coe::make_layer<double>(g, coe2);
+  // CoE(C=2, K=2) and MoE(K=4): the same expert FLOPs, twice the router work.
+  CHECK(coe::cost_of(coe2).expert_flops == coe::cost_of(moe4).expert_flops);
+  CHECK(coe::cost_of(moe4).expert_flops == 2 * 4 * 3 * 8 * 5);
+  CHECK(coe::cost_of(coe2).router_flops == 2 * coe::cost_of(moe4).router_flops);
+  CHECK(coe::cost_of(moe4).total_params == count_parameters(m));
+  CHECK(coe::cost_of(coe2).total_params == count_parameters(c));
+  CHECK(c.iterations() == 2);
+  // The reference's gates: raw softmax probabilities, not renormalised over the top K.
+  rng gx(23);
+  const auto x = normal<double>(gx, shape<dyn, dyn>{4, 8});
+  tape t;
+  (void)c(t.input(x));
+  for (std::size_t it = 0; it < 2; ++it) {
+    const auto gates = c.last_routing(it).choice_gate.value();  // (T, 2)
+    for (std::size_t r = 0; r < 4; ++r) CHECK(gates.data()[2 * r] + gates.data()[2 * r + 1] < 1.0);
+  }
+
+  coe::spec shared = coe2;
+  shared.shared_router = true, shared.shared_ff = 3;
+  auto s = coe::make_layer<double>(g, shared);
+  std::vector<std::string> names;
+  visit_parameters(s, [&](const std::string& name, auto&) { names.push_back(name); });
+  CHECK(std::count(names.begin(), names.end(), "routers.0.weight") == 1);
+  CHECK(std::count(names.begin(), names.end(), "routers.1.weight") == 0);
+  CHECK(std::count(names.begin(), names.end(), "shared.w_gate") == 1);
+  CHECK(coe::cost_of(shared).total_params == count_parameters(s));
+  CHECK(coe::cost_of(shared).expert_flops == coe::cost_of(coe2).expert_flops + 2 * 2 * 3 * 8 * 3);
+
+  CHECK_THROWS_AS(coe::make_layer<double>(g, {.d_model = 8, .experts = 2, .expert_ff = 5, .top_k = 3}), value_error);
+  CHECK_THROWS_AS(coe::make_layer<double>(g, {.d_model = 8, .experts = 6, .expert_ff = 5, .top_k = 2}), value_error);
+}
+
+TEST_CASE("coe: a transformer block wired direct hands the layer the residual stream and returns its output",
+          "[coe][block]") {
+  rng g(31);
+  const coe::spec s{.d_model = 8, .experts = 4, .expert_ff = 6, .top_k = 2, .sequence_balance_weight = 0};
+  using layer_t = coe::reference_layer<double>;
+  moe::transformer_block<layer_t, double> block(g, 8, 2, coe::make_layer<double>(g, s), {.causal = true},
+                                                moe::ffn_wiring::direct);
+  std::vector<std::string> names;
+  visit_parameters(block, [&](const std::string& name, auto&) { names.push_back(name); });
+  CHECK(std::count(names.begin(), names.end(), "norm2.weight") == 0);  // the layer has its own norm
+  CHECK(std::count(names.begin(), names.end(), "moe.norms.0.weight") == 1);
+  rng gx(32);
+  const auto x = normal<double>(gx, shape<dyn, dyn, dyn>{2, 3, 8});
+  tape t;
+  auto xv = t.input(x);
+  auto y = block(xv);  // (2, 3, 8)
+  // by hand: h = x + attention(norm1(x)); y = layer(h) on the (6, 8) rows
+  nn::layer_norm<dyn, double> norm1(8);
+  auto h = xv + block.attention()(norm1(xv));
+  auto want = block.moe()(reshape(h, shape<dyn, dyn>{6, 8}));
+  for (std::size_t i = 0; i < want.value().size(); ++i)
+    CHECK(y.value().data()[i] == Approx(want.value().data()[i]).epsilon(1e-12).margin(1e-12));
+}
+
+TEST_CASE("coe: a dyn-width layer without its width is refused, not built", "[coe][spec]") {
+  rng g(41);
+  using layer_t = coe::reference_layer<double>;
+  std::vector<moe::top_k_router<dyn, dyn, dyn, double>> routers;
+  routers.emplace_back(g, moe::top_k_options{}, 8, 4, 2);
+  CHECK_THROWS_AS(layer_t(routers, layer_t::bank_type(g, 4, 8, 6), std::nullopt, {.iterations = 1}), value_error);
+  CHECK_NOTHROW(layer_t(routers, layer_t::bank_type(g, 4, 8, 6), std::nullopt, {.iterations = 1}, 8));
 }

@@ -51,6 +51,19 @@ TEST_CASE("load_text: the vocabulary is the file's bytes in byte order", "[io][t
   CHECK_THROWS_AS(t.encode("lowz"), value_error);
 }
 
+TEST_CASE("text_from_bytes: a text in memory gets the vocabulary and ids load_text gives its file", "[io][text]") {
+  temp_dir dir("text_mem");
+  const std::string body = "7+3*4=8;2-5*1=7;";
+  const auto file = io::load_text(write_file(dir.path / "t.txt", body));
+  const auto mem = io::text_from_bytes(body, "generated task");
+  CHECK(mem.path.string() == "generated task");
+  REQUIRE(mem.vocabulary == file.vocabulary);
+  REQUIRE(mem.size() == body.size());
+  for (std::size_t i = 0; i < body.size(); ++i) CHECK(mem.tokens[i] == file.tokens[i]);
+  CHECK(mem.decode(mem.tokens.data(), mem.size()) == body);
+  CHECK_THROWS_AS(io::text_from_bytes("", "empty task"), io_error);
+}
+
 TEST_CASE("load_text: full byte vocabulary and non-ASCII bytes", "[io][text]") {
   temp_dir dir("text");
   std::string bytes = "ab";

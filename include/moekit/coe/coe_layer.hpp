@@ -70,7 +70,8 @@ class layer {
   using norm_type = nn::rms_norm<d_model, T, B>;
 
   /// routers: C of them, or one shared by every iteration (re-evaluated on
-  /// each iteration's input); shared: an always-on expert run every iteration.
+  /// each iteration's input); shared: an always-on expert run every iteration;
+  /// d: the model width, needed for the norms when Expert's d_model is dyn.
   layer(std::vector<Router> routers, bank_type experts, std::optional<shared_type> shared = std::nullopt,
         options o = {}, std::size_t d = d_model)
       : routers_(std::move(routers)), experts_(std::move(experts)), shared_(std::move(shared)), o_(o) {
@@ -85,6 +86,8 @@ class layer {
         throw value_error("coe::layer: a router has " + std::to_string(r.experts()) + " experts, the bank " +
                           std::to_string(experts_.experts()));
     const std::size_t norms = o.norm == norm_placement::reference ? 1 : o.norm == norm_placement::pre_norm ? c : 0;
+    if (norms > 0 && d == dyn)
+      throw value_error("coe::layer: the expert's d_model is dyn: give the model width d (the norms need it)");
     for (std::size_t i = 0; i < norms; ++i) norms_.emplace_back(d);
     if (o.upcycled)
       for (std::size_t t = 0; t + 1 < c; ++t) mix_.emplace_back(zeros<T, B>(shape<1>{}));

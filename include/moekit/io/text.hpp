@@ -6,6 +6,7 @@
 //   text.vocabulary_size();                    // 65 for tinyshakespeare
 //   auto [train, val] = io::split_text(text, 0.1);   // first 90 % / last 10 % of the ids
 //   text.decode(val.data(), 20);               // ids back to a string
+//   auto task = io::text_from_bytes(generated, "chain task");   // a text made in memory
 //
 // Errors name the file: io_error for a missing, unreadable, empty or
 // over-large file (the size is checked before anything is read, so a wrong
@@ -20,6 +21,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <utility>
 #include <vector>
@@ -82,6 +84,29 @@ struct text_corpus {
   }
 };
 
+/// A corpus of text already in memory (a generated task, say): its
+/// vocabulary and ids as load_text builds them; `name` stands for the path in
+/// messages.
+inline text_corpus text_from_bytes(std::string_view bytes, const std::string& name, const text_options& o = {}) {
+  if (bytes.empty()) throw io_error("text_from_bytes: " + name + ": the text is empty");
+  text_corpus c;
+  c.path = name;
+  c.id_of.fill(-1);
+  std::array<bool, 256> used{};
+  if (o.full_byte_vocabulary) used.fill(true);
+  else
+    for (char ch : bytes) used[static_cast<unsigned char>(ch)] = true;
+  for (std::size_t b = 0; b < 256; ++b)
+    if (used[b]) {
+      c.id_of[b] = static_cast<index_t>(c.vocabulary.size());
+      c.vocabulary.push_back(static_cast<std::uint8_t>(b));
+    }
+  c.tokens = tensor<index_t, shape<dyn>>(shape<dyn>{bytes.size()});
+  index_t* ids = c.tokens.data();
+  for (std::size_t i = 0; i < bytes.size(); ++i) ids[i] = c.id_of[static_cast<unsigned char>(bytes[i])];
+  return c;
+}
+
 /// Reads `path` as bytes and builds its vocabulary and ids (see text_options).
 inline text_corpus load_text(const std::filesystem::path& path, const text_options& o = {}) {
   const std::string where = "load_text: " + path.string() + ": ";
@@ -96,27 +121,11 @@ inline text_corpus load_text(const std::filesystem::path& path, const text_optio
                    " (text_options::max_bytes)");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw io_error(where + "cannot open");
-  std::vector<char> raw(static_cast<std::size_t>(bytes));
+  std::string raw(static_cast<std::size_t>(bytes), '\0');
   in.read(raw.data(), static_cast<std::streamsize>(raw.size()));
   if (static_cast<std::uintmax_t>(in.gcount()) != bytes)
     throw io_error(where + "read " + std::to_string(in.gcount()) + " of " + std::to_string(bytes) + " bytes");
-
-  text_corpus c;
-  c.path = path;
-  c.id_of.fill(-1);
-  std::array<bool, 256> used{};
-  if (o.full_byte_vocabulary) used.fill(true);
-  else
-    for (char ch : raw) used[static_cast<unsigned char>(ch)] = true;
-  for (std::size_t b = 0; b < 256; ++b)
-    if (used[b]) {
-      c.id_of[b] = static_cast<index_t>(c.vocabulary.size());
-      c.vocabulary.push_back(static_cast<std::uint8_t>(b));
-    }
-  c.tokens = tensor<index_t, shape<dyn>>(shape<dyn>{raw.size()});
-  index_t* ids = c.tokens.data();
-  for (std::size_t i = 0; i < raw.size(); ++i) ids[i] = c.id_of[static_cast<unsigned char>(raw[i])];
-  return c;
+  return text_from_bytes(raw, path.string(), o);
 }
 
 /// The ids of a corpus cut in two: the first (1 − val_fraction) for training,

@@ -41,20 +41,20 @@ namespace detail {
 template <activation A>
 struct activation_fn {
   static constexpr const char* name = "gelu";
-  using forward = fn::gelu_fast;
-  using backward = fn::gelu_fast_backward;
+  using forward = moekit::fn::gelu_fast;
+  using backward = moekit::fn::gelu_fast_backward;
 };
 template <>
 struct activation_fn<activation::silu> {
   static constexpr const char* name = "silu";
-  using forward = fn::silu_fast;
-  using backward = fn::silu_fast_backward;
+  using forward = moekit::fn::silu_fast;
+  using backward = moekit::fn::silu_fast_backward;
 };
 template <>
 struct activation_fn<activation::relu> {
   static constexpr const char* name = "relu";
-  using forward = fn::relu;
-  using backward = fn::relu_backward;
+  using forward = moekit::fn::relu;
+  using backward = moekit::fn::relu_backward;
 };
 
 template <activation A, class V>

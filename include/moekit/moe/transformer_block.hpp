@@ -4,6 +4,11 @@
 //   h = x + attention(LayerNorm(x))          (batch, seq, d)
 //   y = h + MoE(LayerNorm(h))                the MoE on the (batch·seq, d) rows
 //
+// or, with ffn_wiring::direct, y = FFN(h): the FFN normalises and adds any
+// residual itself (coe::layer in the reference's convention normalises once
+// and, without its outer residual, does not add h back); "norm2" is then not
+// a parameter.
+//
 // Parameter names: "norm1.*", "attention.q_proj.weight", ..., "norm2.*",
 // "moe.router.weight", "moe.experts.w1", ...
 //
@@ -23,11 +28,18 @@
 
 namespace moekit::moe {
 
+/// How a transformer_block wires its FFN.
+enum class ffn_wiring {
+  pre_norm,  // y = h + FFN(LayerNorm(h))
+  direct,    // y = FFN(h): the FFN owns its norm and residual
+};
+
 template <class Moe, class T = float, backend B = cpu>
 class transformer_block {
  public:
-  transformer_block(rng& g, std::size_t d_model, std::size_t heads, Moe moe, nn::attention_options o = {})
-      : norm1_(d_model), attention_(g, d_model, heads, o), norm2_(d_model), moe_(std::move(moe)) {}
+  transformer_block(rng& g, std::size_t d_model, std::size_t heads, Moe moe, nn::attention_options o = {},
+                    ffn_wiring w = ffn_wiring::pre_norm)
+      : norm1_(d_model), attention_(g, d_model, heads, o), norm2_(d_model), moe_(std::move(moe)), wiring_(w) {}
 
   /// x (batch, seq, d) -> (batch, seq, d).
   template <class S>
@@ -39,7 +51,7 @@ class transformer_block {
                         std::to_string(d));
     auto h = x + attention_(norm1_(x), mask);                                    // (batch, seq, d)
     auto rows = reshape(h, shape<dyn, dyn>{x.extent(0) * x.extent(1), d});      // (batch·seq, d)
-    auto y = rows + moe_(norm2_(rows));                                          // (batch·seq, d)
+    auto y = wiring_ == ffn_wiring::direct ? moe_(rows) : rows + moe_(norm2_(rows));  // (batch·seq, d)
     return reshape(y, x.shape());                                                // (batch, seq, d)
   }
 
@@ -51,7 +63,7 @@ class transformer_block {
   void parameters(V&& visit) {
     visit("norm1", norm1_);
     visit("attention", attention_);
-    visit("norm2", norm2_);
+    if (wiring_ == ffn_wiring::pre_norm) visit("norm2", norm2_);
     visit("moe", moe_);
   }
 
@@ -60,6 +72,7 @@ class transformer_block {
   nn::multi_head_attention<dyn, dyn, T, B> attention_;
   nn::layer_norm<dyn, T, B> norm2_;
   Moe moe_;
+  ffn_wiring wiring_;
 };
 
 }  // namespace moekit::moe

@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Draws the validation curves that build/bin/coe writes (--csv): one panel
+per task, one line per variant (mean over seeds, a band of +- one sample
+standard deviation), validation loss against training step.
+
+    python3 scripts/plot_coe.py text.csv chain.csv -o docs/coe_curves.png
+
+Needs python3-matplotlib (scripts/setup installs it).
+"""
+import argparse
+import csv
+import math
+import sys
+from collections import defaultdict
+
+
+def read_curves(paths):
+    """{task: {(variant, label): {step: [val_loss per seed]}}}"""
+    curves = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for path in paths:
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                key = (row["variant"], row["label"])
+                curves[row["task"]][key][int(row["step"])].append(float(row["val_loss"]))
+    return curves
+
+
+def mean_std(xs):
+    m = sum(xs) / len(xs)
+    s = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+    return m, s
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("csv", nargs="+", help="curves written by build/bin/coe --csv")
+    p.add_argument("-o", "--output", default="coe_curves.png", help="PNG to write")
+    p.add_argument("--skip-steps", type=int, default=100, help="leave out the first steps (the loss falls too fast to see)")
+    a = p.parse_args()
+
+    try:
+        import matplotlib
+    except ImportError:
+        print("plot_coe.py: matplotlib is missing (apt-get install python3-matplotlib)", file=sys.stderr)
+        sys.exit(77)
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = read_curves(a.csv)
+    if not curves:
+        sys.exit("plot_coe.py: no rows in " + ", ".join(a.csv))
+    tasks = sorted(curves)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for (variant, label), by_step in sorted(curves[task].items()):
+            steps = sorted(s for s in by_step if s >= a.skip_steps)
+            if not steps:
+                continue
+            stats = [mean_std(by_step[s]) for s in steps]
+            mean = [m for m, _ in stats]
+            std = [s for _, s in stats]
+            seeds = len(by_step[steps[-1]])
+            dashed = variant.startswith("moe")
+            line, = ax.plot(steps, mean, "--" if dashed else "-", label=f"{label} ({variant}, {seeds} seeds)")
+            ax.fill_between(steps, [m - s for m, s in stats], [m + s for m, s in stats], color=line.get_color(),
+                            alpha=0.15, linewidth=0)
+        ax.set_title(f"task: {task}")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("validation loss (nats" + (", answers only)" if task == "chain" else " per character)"))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(a.output, dpi=120)
+    print(f"plot_coe.py: wrote {a.output}")
+
+
+if __name__ == "__main__":
+    main()
