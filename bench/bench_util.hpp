@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <functional>
 #include <map>
 #include <string>
@@ -29,21 +30,34 @@ inline double now_ms() {
   return std::chrono::duration<double, std::milli>(clock::now().time_since_epoch()).count();
 }
 
+/// This thread's CPU time in milliseconds: on a loaded machine it leaves out
+/// the time other processes hold the core (meaningful with 1 thread only).
+inline double thread_cpu_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) * 1e3 + double(ts.tv_nsec) * 1e-6;
+}
+
 /// Times several candidates interleaved (A B A B ...), so drift in machine
-/// speed hits all of them alike. Returns one stats per candidate.
-inline std::vector<stats> interleaved(const std::vector<std::function<void()>>& runs, int warmup, int reps) {
+/// speed hits all of them alike, on `clock` (now_ms: wall; thread_cpu_ms).
+/// Returns one stats per candidate.
+inline std::vector<stats> interleaved(const std::vector<std::function<void()>>& runs, int warmup, int reps,
+                                      double (*clock)()) {
   for (int w = 0; w < warmup; ++w)
     for (const auto& run : runs) run();
   std::vector<std::vector<double>> times(runs.size());
   for (int r = 0; r < reps; ++r)
     for (std::size_t i = 0; i < runs.size(); ++i) {
-      const double t0 = now_ms();
+      const double t0 = clock();
       runs[i]();
-      times[i].push_back(now_ms() - t0);
+      times[i].push_back(clock() - t0);
     }
   std::vector<stats> out;
   for (auto& t : times) out.push_back(summarize(std::move(t)));
   return out;
+}
+inline std::vector<stats> interleaved(const std::vector<std::function<void()>>& runs, int warmup, int reps) {
+  return interleaved(runs, warmup, reps, now_ms);
 }
 
 /// One JSON object on one line: {"k": v, ...}. Values are numbers or strings.
