@@ -25,9 +25,7 @@ import ctypes
 import glob
 import json
 import os
-import struct
 import sys
-import time
 
 
 def parse_args():
@@ -58,6 +56,8 @@ if __name__ == "__main__":
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+
+from bench_common import compare, interleaved, read_safetensors  # noqa: E402
 
 
 # ---------------------------------------------------------------- the reference, restated
@@ -158,24 +158,6 @@ class CoELayer(nn.Module):
 
 # ---------------------------------------------------------------- moekit's dumps
 
-def read_safetensors(path):
-    """(metadata, {name: tensor}): u64 header length, JSON header, little-endian data."""
-    with open(path, "rb") as f:
-        blob = f.read()
-    (n,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8:8 + n].decode("utf-8"))
-    meta = header.pop("__metadata__", {})
-    data = bytearray(blob[8 + n:])
-    dtypes = {"F32": (torch.float32, 4), "F64": (torch.float64, 8), "I32": (torch.int32, 4), "I64": (torch.int64, 8)}
-    tensors = {}
-    for name, entry in header.items():
-        begin, end = entry["data_offsets"]
-        dtype, size = dtypes[entry["dtype"]]
-        tensors[name] = torch.frombuffer(data, dtype=dtype, count=(end - begin) // size,
-                                         offset=begin).reshape(entry["shape"]).clone()
-    return meta, tensors
-
-
 MATRICES = ("gate", "up", "down")  # moekit's w_gate, w_up (D, F) and w_down (F, D); torch's *_proj (out, in)
 
 
@@ -216,18 +198,6 @@ def load_layer(path):
 
 
 # ---------------------------------------------------------------- numerics
-
-def compare(name, got, want, rtol, atol_rel):
-    """allclose with atol scaled by the tensor's largest magnitude; prints the errors; True when within."""
-    got, want = got.detach().double().reshape(want.shape), want.double()
-    scale = max(want.abs().max().item(), 1e-30)
-    err = (got - want).abs()
-    max_rel = (err / want.abs().clamp_min(1e-30)).max().item()
-    ok = bool((err <= atol_rel * scale + rtol * want.abs()).all())
-    print(f"  {name:22s} max |err| {err.max().item():.3e} (max |ref| {scale:.3e}, max |err|/max |ref| "
-          f"{err.max().item() / scale:.2e}, max rel {max_rel:.2e}) {'ok' if ok else 'MISMATCH'}", file=sys.stderr)
-    return ok
-
 
 def check(path, rtol, atol):
     """One forward+backward of the reference on the dump; output, routing, aux and every gradient vs moekit's."""
@@ -279,26 +249,6 @@ def set_threads(n):
         ctypes.CDLL("libblas.so.3").openblas_set_num_threads(n)
     except (OSError, AttributeError):
         pass
-
-
-def summarize(ms):
-    ms = sorted(ms)
-    at = lambda q: ms[int(q * (len(ms) - 1) + 0.5)]  # noqa: E731
-    return {"median_ms": at(0.5), "p10_ms": at(0.1), "p90_ms": at(0.9)}
-
-
-def interleaved(runs, warmup, reps, clock):
-    now = time.perf_counter if clock == "wall" else time.thread_time
-    for _ in range(warmup):
-        for r in runs:
-            r()
-    times = [[] for _ in runs]
-    for _ in range(reps):
-        for i, r in enumerate(runs):
-            t0 = now()
-            r()
-            times[i].append((now() - t0) * 1e3)
-    return [summarize(t) for t in times]
 
 
 def forward_flop(meta):

@@ -14,9 +14,7 @@ prints the same JSON fields on stdout, a table on stderr.
 import argparse
 import json
 import os
-import struct
 import sys
-import time
 
 
 def parse_args():
@@ -44,6 +42,8 @@ os.environ.pop("OPENBLAS_CORETYPE", None)
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from bench_common import compare, interleaved, read_safetensors  # noqa: E402
+
 
 def blas_library():
     """Where libblas.so.3 resolves (PERFORMANCE.md: must be OpenBLAS, not the reference BLAS)."""
@@ -52,24 +52,6 @@ def blas_library():
         if os.path.exists(path):
             return os.path.realpath(path)
     return "not found"
-
-
-def read_safetensors(path):
-    """The safetensors layout: u64 header length, JSON header, raw little-endian data."""
-    with open(path, "rb") as f:
-        blob = f.read()
-    (n,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8:8 + n].decode("utf-8"))
-    meta = header.pop("__metadata__", {})
-    data = bytearray(blob[8 + n:])
-    dtypes = {"F32": (torch.float32, 4), "F64": (torch.float64, 8), "I32": (torch.int32, 4), "I64": (torch.int64, 8)}
-    tensors = {}
-    for name, entry in header.items():
-        begin, end = entry["data_offsets"]
-        dtype, size = dtypes[entry["dtype"]]
-        t = torch.frombuffer(data, dtype=dtype, count=(end - begin) // size, offset=begin)
-        tensors[name] = t.reshape(entry["shape"]).clone()
-    return meta, tensors
 
 
 class eager_moe:
@@ -99,43 +81,6 @@ class eager_moe:
         return out
 
 
-def check(name, got, want, rtol, atol_rel):
-    """allclose with atol scaled by the tensor's largest magnitude; prints the errors."""
-    got, want = got.detach().double(), want.double()
-    if got.shape != want.shape:
-        print(f"  {name}: shape {tuple(got.shape)} != {tuple(want.shape)}", file=sys.stderr)
-        return False
-    scale = max(want.abs().max().item(), 1e-30)
-    err = (got - want).abs()
-    max_abs = err.max().item()
-    max_rel = (err / want.abs().clamp_min(1e-30)).max().item()
-    allowed = atol_rel * scale + rtol * want.abs()
-    ok = bool((err <= allowed).all())
-    print(f"  {name:22s} max |err| {max_abs:.3e} (max |ref| {scale:.3e}, max rel {max_rel:.2e}) "
-          f"{'ok' if ok else 'MISMATCH'}", file=sys.stderr)
-    return ok
-
-
-def summarize(ms):
-    ms = sorted(ms)
-    at = lambda q: ms[int(q * (len(ms) - 1) + 0.5)]
-    return {"median_ms": at(0.5), "p10_ms": at(0.1), "p90_ms": at(0.9)}
-
-
-def interleaved(runs, warmup, reps, clock):
-    now = time.perf_counter if clock == "wall" else time.thread_time
-    for _ in range(warmup):
-        for r in runs:
-            r()
-    times = [[] for _ in runs]
-    for _ in range(reps):
-        for i, r in enumerate(runs):
-            t0 = now()
-            r()
-            times[i].append((now() - t0) * 1e3)
-    return [summarize(t) for t in times]
-
-
 def main():
     torch.set_num_threads(ARGS.threads)
     meta, t = read_safetensors(ARGS.dump)
@@ -154,11 +99,11 @@ def main():
     x = t["x"].clone().requires_grad_()
     out = moe(x)
     (out * G).sum().backward()
-    ok = check("out", out, t["out"], ARGS.rtol, ARGS.atol)
-    ok &= check("grad.x", x.grad, t["grad.x"], ARGS.rtol, ARGS.atol)
-    ok &= check("grad.router.weight", moe.wg.grad, t["grad.router.weight"], ARGS.rtol, ARGS.atol)
-    ok &= check("grad.experts.w1", torch.stack([w.grad for w in moe.w1]), t["grad.experts.w1"], ARGS.rtol, ARGS.atol)
-    ok &= check("grad.experts.w2", torch.stack([w.grad for w in moe.w2]), t["grad.experts.w2"], ARGS.rtol, ARGS.atol)
+    ok = compare("out", out, t["out"], ARGS.rtol, ARGS.atol)
+    ok &= compare("grad.x", x.grad, t["grad.x"], ARGS.rtol, ARGS.atol)
+    ok &= compare("grad.router.weight", moe.wg.grad, t["grad.router.weight"], ARGS.rtol, ARGS.atol)
+    ok &= compare("grad.experts.w1", torch.stack([w.grad for w in moe.w1]), t["grad.experts.w1"], ARGS.rtol, ARGS.atol)
+    ok &= compare("grad.experts.w2", torch.stack([w.grad for w in moe.w2]), t["grad.experts.w2"], ARGS.rtol, ARGS.atol)
     if not ok:
         print(f"moe_torch {config}: outputs or gradients differ from moekit's; not timing", file=sys.stderr)
         return 1
