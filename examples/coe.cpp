@@ -14,13 +14,20 @@
 //   moe_2k             MoE(K = 2k)            ... against the same expert FLOPs in one iteration
 //   moe_3k             MoE(K = 3k)            ... and against 3x the selections ("2 iterations match 3x")
 //
+// and, outside the paper's set (--variants all), the clean pre-norm placement
+// (norm_placement::pre_norm: x(0) = the residual stream, each iteration
+// normalises its own input, inner residual; a standard pre-norm block at C = 1):
+//
+//   moe_pre_norm       MoE(K = k), pre-norm
+//   coe_pre_norm       CoE(C = 2, K = k/2), pre-norm
+//
 // Tasks: `text` (tinyshakespeare, or --data FILE) and `chain`, a generated
 // multi-step task where each step depends on the last: records like
 // "7+3*4-2=8;" (digits mod 10, --chain-steps operations, applied left to
 // right), scored on the answer after '=' only, the kind of task on which more
 // sequential computation per token should help if it helps at all.
 //
-//   build/bin/coe                                  # text, all 7 variants, 3 seeds (~25 min at 1 thread)
+//   build/bin/coe                                  # text, the paper's 7 variants, 3 seeds (~50 min at 1 thread)
 //   build/bin/coe --task chain --csv chain.csv     # the multi-step task
 //   build/bin/coe --variants moe,coe --seeds 1 --steps 100
 //   python3 scripts/plot_coe.py text.csv chain.csv -o docs/coe_curves.png
@@ -56,12 +63,13 @@ const std::string default_data =
 const std::string default_data = "../shared/data/tinyshakespeare/input.txt";
 #endif
 
-const std::vector<std::string> all_variants = {"moe", "coe", "coe_shared_router", "coe_no_inner",
-                                               "coe_k", "moe_2k", "moe_3k"};
+const std::vector<std::string> paper_variants = {"moe", "coe", "coe_shared_router", "coe_no_inner",
+                                                 "coe_k", "moe_2k", "moe_3k"};
+const std::vector<std::string> pre_norm_variants = {"moe_pre_norm", "coe_pre_norm"};
 
 struct options : examples::training_options {
   options() { steps = 600, eval_every = 50, eval_tokens = 32768, batch = 32, seq = 60; }
-  std::string task = "text", data = default_data, variants = "all", csv = "coe_curves.csv";
+  std::string task = "text", data = default_data, variants = "paper", csv = "coe_curves.csv";
   int d_model = 128, layers = 2, heads = 4, experts = 16, expert_ff = 64, k = 4, shared = 0;
   int seeds = 3, seed = 0, threads = 1, chain_steps = 3, chain_records = 200000;
   double max_loss = 0;
@@ -81,8 +89,10 @@ coe::spec variant_spec(const options& o, const std::string& v) {
   else if (v == "coe_k") chain(2, k);
   else if (v == "moe_2k") chain(1, 2 * k);
   else if (v == "moe_3k") chain(1, 3 * k);
+  else if (v == "moe_pre_norm") chain(1, k), s.chain.norm = coe::norm_placement::pre_norm;
+  else if (v == "coe_pre_norm") chain(2, k / 2), s.chain.norm = coe::norm_placement::pre_norm;
   else throw value_error("--variants: '" + v + "' is not one of moe, coe, coe_shared_router, coe_no_inner, coe_k, "
-                         "moe_2k, moe_3k");
+                         "moe_2k, moe_3k, moe_pre_norm, coe_pre_norm");
   if (s.top_k == 0 || s.top_k > s.experts)
     throw value_error("--variants " + v + ": K = " + std::to_string(s.top_k) + " with --k " + std::to_string(o.k) +
                       " does not fit " + std::to_string(o.experts) + " experts (--k must be even, 3k <= experts)");
@@ -92,7 +102,8 @@ coe::spec variant_spec(const options& o, const std::string& v) {
 std::string label(const coe::spec& s) {
   return (s.chain.iterations == 1 ? "MoE(K=" + std::to_string(s.top_k) + ")"
                                   : "CoE(C=" + std::to_string(s.chain.iterations) + ",K=" + std::to_string(s.top_k) + ")") +
-         (s.shared_router ? " shared router" : "") + (s.chain.inner_residual ? "" : " no inner res.");
+         (s.shared_router ? " shared router" : "") + (s.chain.inner_residual ? "" : " no inner res.") +
+         (s.chain.norm == coe::norm_placement::pre_norm ? " pre-norm" : "");
 }
 
 /// The chain task: `records` records "v o a o a ... =r;" of `steps`
@@ -134,7 +145,9 @@ int main(int argc, char** argv) try {
             "arithmetic task; 3 seeds each; validation curves to CSV, a table, and a JSON last line.");
   cli.add("task", o.task, "text (a character LM on --data) or chain (generated multi-step arithmetic)");
   cli.add("data", o.data, "text file for --task text");
-  cli.add("variants", o.variants, "comma list of moe, coe, coe_shared_router, coe_no_inner, coe_k, moe_2k, moe_3k, or all");
+  cli.add("variants", o.variants,
+          "comma list of moe, coe, coe_shared_router, coe_no_inner, coe_k, moe_2k, moe_3k, moe_pre_norm, coe_pre_norm; "
+          "paper (the first seven) or all");
   cli.add("k", o.k, "the MoE's experts per token (even; the CoE runs k/2 per iteration)");
   cli.add("experts", o.experts, "routed SwiGLU experts in the one pool");
   cli.add("expert-ff", o.expert_ff, "hidden width of one expert");
@@ -164,7 +177,8 @@ int main(int argc, char** argv) try {
   if (o.d_model % o.heads != 0 || (o.d_model / o.heads) % 2 != 0)
     throw value_error("--d-model / --heads must be an even whole number (RoPE)");
   if (o.task != "text" && o.task != "chain") throw value_error("--task: '" + o.task + "' is not text or chain");
-  const auto names = o.variants == "all" ? all_variants : examples::split_list(o.variants);
+  auto names = o.variants == "paper" || o.variants == "all" ? paper_variants : examples::split_list(o.variants);
+  if (o.variants == "all") names.insert(names.end(), pre_norm_variants.begin(), pre_norm_variants.end());
   if (names.empty()) throw value_error("--variants: empty list");
   for (const auto& v : names) variant_spec(o, v);  // bad names and sizes fail before any training
   set_num_threads(o.threads);
