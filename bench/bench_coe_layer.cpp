@@ -55,9 +55,7 @@
 #endif
 
 #include <moekit.hpp>
-#include <moekit/coe/coe_layer.hpp>
-#include <moekit/moe/expert_bank.hpp>
-#include <moekit/moe/top_k.hpp>
+#include <moekit/coe.hpp>
 
 #include "bench_device.hpp"
 #include "bench_util.hpp"
@@ -65,9 +63,7 @@
 namespace {
 
 using namespace moekit;
-using router_t = moe::top_k_router<dyn, dyn, dyn>;
-using expert_t = moe::swiglu_expert<dyn, dyn>;
-using coe_t = coe::layer<router_t, expert_t>;
+using coe_t = coe::reference_layer<float>;
 
 struct options {
   std::string configs = "moe-k4,coe-c2-k2,moe-k8,coe-c2-k4,moe-k12", dump, clock = "wall";
@@ -115,15 +111,9 @@ double forward_flop(const config& c, const options& o) {
 
 /// The reference's layer (see the header), C = c.c routers of top-c.k.
 coe_t make_layer(const config& c, const options& o, rng& g) {
-  const moe::top_k_options ro{.renormalize = false, .sequence_balance_weight = o.aux_alpha, .seq_len = o.seq_len};
-  std::vector<router_t> routers;
-  for (std::size_t t = 0; t < c.c; ++t) routers.emplace_back(g, ro, o.d_model, o.experts, c.k);
-  coe_t::bank_type bank(g, o.experts, o.d_model, o.d_ff);
-  std::optional<coe_t::shared_type> shared;
-  if (o.shared_ff > 0) shared.emplace(g, 1, o.d_model, o.shared_ff);
-  const coe::options co{.iterations = c.c, .norm = coe::norm_placement::reference, .inner_residual = true,
-                        .outer_residual = false};
-  return coe_t(std::move(routers), std::move(bank), std::move(shared), co, o.d_model);  // d: the norm's width (dyn type)
+  return coe::make_layer<float>(g, {.d_model = o.d_model, .experts = o.experts, .expert_ff = o.d_ff, .top_k = c.k,
+                                    .shared_ff = o.shared_ff, .chain = {.iterations = c.c},
+                                    .sequence_balance_weight = o.aux_alpha, .seq_len = o.seq_len});
 }
 
 /// One forward+backward with fresh gradients, written to DIR/<config>.safetensors:
