@@ -4,7 +4,8 @@
 // the up-cycled layer equals its MoE at initialisation; the sequence-level
 // aux loss of every iteration equals its formula and reaches its router;
 // make_layer builds what its spec says and cost_of counts it; a transformer
-// block wired direct hands the layer its residual stream.
+// block wired direct hands the layer its residual stream; fp32 routers under
+// an fp64 layer follow the all-fp64 one.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -316,4 +317,50 @@ TEST_CASE("coe: a dyn-width layer without its width is refused, not built", "[co
   routers.emplace_back(g, moe::top_k_options{}, 8, 4, 2);
   CHECK_THROWS_AS(layer_t(routers, layer_t::bank_type(g, 4, 8, 6), std::nullopt, {.iterations = 1}), value_error);
   CHECK_NOTHROW(layer_t(routers, layer_t::bank_type(g, 4, 8, 6), std::nullopt, {.iterations = 1}, 8));
+}
+
+TEST_CASE("coe: fp32 routers under an fp64 layer follow the all-fp64 layer", "[coe][mixed]") {
+  using router_f = moe::cast_router<moe::top_k_router<D, E, 2, float>>;
+  using mixed_t = coe::layer<router_f, expert_t, 2, double>;
+  using wide_t = coe::layer<router_t, expert_t, 2, double>;
+  rng g(51);
+  const moe::top_k_options ro{.renormalize = false, .sequence_balance_weight = 0.01, .seq_len = 4};
+  std::vector<router_f> rf;
+  for (int i = 0; i < 2; ++i) {
+    rf.emplace_back(g, ro);
+    rf.back().parameters([&](std::string_view, auto& w) { w.value() = normal<float>(g, w.shape(), 0.f, 2.f); });
+  }
+  std::vector<router_t> rd;  // the same weights, widened
+  for (auto& r : rf) {
+    rd.emplace_back(g, ro);
+    rd.back().parameters([&](std::string_view, auto& wd) {
+      r.parameters([&](std::string_view, auto& wf) { wd.value() = cast<double>(wf.value()); });
+    });
+  }
+  rng gb(52);
+  const wide_t::bank_type bank(gb);
+  const coe::options o{.iterations = 2, .norm = coe::norm_placement::pre_norm};
+  mixed_t mixed(rf, bank, std::nullopt, o);
+  wide_t wide(rd, bank, std::nullopt, o);
+  const auto x = input(53);
+  tape t1, t2;
+  auto xm = t1.variable(x), xw = t2.variable(x);
+  auto ym = mixed(xm), yw = wide(xw);
+  static_assert(std::is_same_v<decltype(ym), var<double, shape<dyn, D>>>);
+  t1.backward(sum(ym * ym));
+  t2.backward(sum(yw * yw));
+  CHECK(max_diff(ym.value(), yw.value()) < 1e-5);
+  CHECK(max_diff(xm.grad(), xw.grad()) < 1e-4);
+  for (std::size_t it = 0; it < 2; ++it)  // each fp32 router's gradient (gates and aux loss) reaches it
+    mixed.router(it).parameters([&](std::string_view, auto& wf) {
+      wide.router(it).parameters([&](std::string_view, auto& wd) {
+        double diff = 0, size = 0;
+        for (std::size_t i = 0; i < wf.grad().size(); ++i) {
+          diff = std::max(diff, std::abs(static_cast<double>(wf.grad().data()[i]) - wd.grad().data()[i]));
+          size = std::max(size, std::abs(wd.grad().data()[i]));
+        }
+        CHECK(diff < 1e-4);
+        CHECK(size > 1e-3);
+      });
+    });
 }
