@@ -34,6 +34,9 @@ class feed_forward {
     return fc2_(mlp::gelu(fc1_(x)));  // (N, H) -> (N, D)
   }
 
+  nn::linear<D, H, T, B>& fc1() noexcept { return fc1_; }
+  nn::linear<H, D, T, B>& fc2() noexcept { return fc2_; }
+
   template <class V>
   void parameters(V&& visit) {
     visit("fc1", fc1_);

@@ -2,7 +2,8 @@
 // is a Mixture-of-Experts layer:
 //
 //   h = x + attention(LayerNorm(x))          (batch, seq, d)
-//   y = h + MoE(LayerNorm(h))                the MoE on the (batch·seq, d) rows
+//   y = h + MoE(LayerNorm(h))                the MoE on the (batch·seq, d) rows,
+//                                            or on (batch, seq, d) if it routes by sequence
 //
 // or, with ffn_wiring::direct, y = FFN(h): the FFN normalises and adds any
 // residual itself (coe::layer in the reference's convention normalises once
@@ -34,6 +35,19 @@ enum class ffn_wiring {
   direct,    // y = FFN(h): the FFN owns its norm and residual
 };
 
+/// ffn(h) for h (batch, seq, d): an FFN that routes by sequence (declares
+/// takes_sequences, e.g. uoe::uome) gets h itself, any other the
+/// (batch·seq, d) rows, its output reshaped back.
+template <class Ffn, class T, class S, class B>
+var<T, S, B> apply_ffn(Ffn& ffn, const var<T, S, B>& h) {
+  if constexpr (requires { Ffn::takes_sequences; }) {
+    return ffn(h);
+  } else {
+    auto rows = reshape(h, shape<dyn, dyn>{h.extent(0) * h.extent(1), h.extent(2)});  // (batch·seq, d)
+    return reshape(ffn(rows), h.shape());
+  }
+}
+
 template <class Moe, class T = float, backend B = cpu>
 class transformer_block {
  public:
@@ -49,10 +63,8 @@ class transformer_block {
     if (x.extent(2) != d)
       throw shape_error("moe::transformer_block: x " + x.shape().str() + ": last extent differs from d_model " +
                         std::to_string(d));
-    auto h = x + attention_(norm1_(x), mask);                                    // (batch, seq, d)
-    auto rows = reshape(h, shape<dyn, dyn>{x.extent(0) * x.extent(1), d});      // (batch·seq, d)
-    auto y = wiring_ == ffn_wiring::direct ? moe_(rows) : rows + moe_(norm2_(rows));  // (batch·seq, d)
-    return reshape(y, x.shape());                                                // (batch, seq, d)
+    auto h = x + attention_(norm1_(x), mask);                                         // (batch, seq, d)
+    return wiring_ == ffn_wiring::direct ? apply_ffn(moe_, h) : h + apply_ffn(moe_, norm2_(h));  // (batch, seq, d)
   }
 
   nn::multi_head_attention<dyn, dyn, T, B>& attention() noexcept { return attention_; }
