@@ -96,11 +96,11 @@ class smha {
     const std::size_t c = last_.slots, r = h * batch, a = r * c;
     const auto offsets = arange<index_t, B>(h + 1, index_t{0}, static_cast<index_t>(batch * c));  // (H + 1)
     auto xs = gather_rows(rows, last_.token);                                           // (A, d) by head
-    auto project = [&](const auto& w, const auto& b) {
+    auto project = [&](const auto& w, const auto& b, bool rotate) {
       auto p = reshape(add_grouped_rows(grouped_matmul(xs, w, offsets), b, offsets), shape<dyn, dyn, dyn>{r, c, dh});
-      return options_.rope ? rope(p, last_.position, options_.rope_base) : p;           // (H·batch, c, dh)
+      return rotate && options_.rope ? rope(p, last_.position, options_.rope_base) : p;  // (H·batch, c, dh)
     };
-    auto q = project(wq_, bq_), k = project(wk_, bk_), v = project(wv_, bv_);
+    auto q = project(wq_, bq_, true), k = project(wk_, bk_, true), v = project(wv_, bv_, false);
     attention_mask<B> m;
     m.causal = mask.causal || options_.causal;
     m.query_positions = m.key_positions = last_.position;                              // (H·batch, c)
