@@ -7,7 +7,8 @@
 // step would turn rounding-level gradient differences into lr-sized ones), a pre-norm attention block
 // with a causal + padding mask, MoE layers (top-2 dropless FFN experts, top-1
 // with a capacity factor and aux losses, expert choice with SwiGLU experts, a
-// shared expert; the routing plans must be identical), nn::copy_state
+// shared expert; the routing plans must be identical), a UoE block (SMHA +
+// UoME) in each selection mode (the selections must be identical), nn::copy_state
 // cpu -> cuda -> cpu, and a failing CUDA call surfacing as cuda_error.
 // Without a device every case prints "SKIPPED: no CUDA device" and returns.
 #include <catch2/catch.hpp>
@@ -31,6 +32,7 @@
 #include <moekit/nn/norm.hpp>
 #include <moekit/nn/transfer.hpp>
 #include <moekit/optim/sgd.hpp>
+#include <moekit/uoe.hpp>
 
 #include "compare.cuh"
 
@@ -361,4 +363,39 @@ TEST_CASE("cuda layers: a bf16 MoE layer with an fp32 router (cast_router) follo
   const auto a = host_values(y32.value()), b = host_values(mk::cast<float>(y16.value()));
   REQUIRE(a.size() == b.size());
   for (std::size_t i = 0; i < a.size(); ++i) REQUIRE(b[i] == Approx(a[i]).epsilon(0.05).margin(0.05));
+}
+
+TEST_CASE("cuda layers: a UoE block (SMHA + UoME) matches the CPU in every mode", "[cuda][layers][uoe]") {
+  MOEKIT_SKIP_WITHOUT_CUDA_DEVICE();
+  for (auto mode : {mk::uoe::mode::faithful, mk::uoe::mode::gated, mk::uoe::mode::causal}) {
+    auto step = [mode](auto backend) {
+      using B = decltype(backend);
+      using ffn_t = mk::uoe::uome<float, B>;
+      const mk::uoe::selection_options sel{.mode = mode, .top_k = 2, .capacity = 0.5, .balance_weight = 0.01};
+      mk::rng g(31);
+      mk::uoe::block<ffn_t, float, B> blk(g, {.d_model = d_model, .heads = 4, .select = sel, .causal = true, .rope = true},
+                                          ffn_t(g, {.d_model = d_model, .d_ff = 16, .experts = 4, .select = sel}));
+      const auto x = random_normal<float>(33, shape<dyn, dyn, dyn>{3, 8, d_model});
+      const auto dy = random_normal<float>(34, shape<dyn, dyn, dyn>{3, 8, d_model});
+      step_result r;
+      mk::tape t;
+      auto xv = t.variable(x.template to<B>());
+      auto y = blk(xv);
+      t.backward(y, dy.template to<B>());
+      r.token = host_values(blk.attention().last_selection().token);
+      const auto& plan = blk.moe().last_routing();
+      r.expert = host_values(plan.token);
+      r.offsets = host_values(plan.offsets);
+      r.gate = host_values(plan.gate.value());
+      r.y = host_values(y.value());
+      r.dx = host_values(xv.grad());
+      record_parameters(r, blk);
+      return r;
+    };
+    INFO("mode " << mk::uoe::mode_name(mode));
+    const auto on_cpu = step(mk::cpu{});
+    const auto on_gpu = step(gpu{});
+    REQUIRE(on_gpu.token == on_cpu.token);  // the attention heads' selection
+    require_same_moe(on_gpu, on_cpu);       // the UoME plan, outputs, every gradient
+  }
 }
