@@ -8,9 +8,12 @@
 #             -Wpedantic (nvcc's generated host code uses GNU line markers,
 #             which -Wpedantic reports in every translation unit); with
 #             MOEKIT_WERROR also nvcc's device-side warnings are errors
-#       MOEKIT_NATIVE: -march=native -fno-math-errno (CXX; CUDA host code
-#             through -Xcompiler). Without -fno-math-errno GCC keeps std::sqrt
-#             scalar (errno), and AdamW's update pass runs 3x slower.
+#       MOEKIT_NATIVE: -march=native -fno-math-errno -fno-trapping-math (CXX;
+#             CUDA host code through -Xcompiler). Without -fno-math-errno GCC
+#             keeps std::sqrt scalar (errno), and AdamW's update pass runs 3x
+#             slower; without -fno-trapping-math GCC 12 turns the clamps of the
+#             float GELU/SiLU (tensor/ops/fast_activation.hpp) into branches
+#             and keeps those loops scalar, 5x slower. Neither changes a result.
 #       MOEKIT_SANITIZE: -fsanitize=address,undefined -fno-omit-frame-pointer
 #             -fno-sanitize-recover=all for compiling and linking.
 
@@ -42,8 +45,8 @@ function(moekit_target_warnings target)
 
   if(MOEKIT_NATIVE AND CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
     target_compile_options(${target} ${scope}
-      "$<$<COMPILE_LANGUAGE:CXX>:-march=native;-fno-math-errno>"
-      "$<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-march=native;-Xcompiler=-fno-math-errno>")
+      "$<$<COMPILE_LANGUAGE:CXX>:-march=native;-fno-math-errno;-fno-trapping-math>"
+      "$<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-march=native;-Xcompiler=-fno-math-errno;-Xcompiler=-fno-trapping-math>")
   endif()
 
   if(MOEKIT_SANITIZE)
