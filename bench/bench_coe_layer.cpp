@@ -35,9 +35,6 @@
 //   build/bin/bench_coe_layer --dump /tmp/coe --no-time   # then bench/python/coe_torch.py --check /tmp/coe
 //
 // JSON lines on stdout (PERFORMANCE.md fields), a table on stderr.
-#include <dlfcn.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -50,9 +47,6 @@
 #include <tuple>
 #include <vector>
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
 
 #include <moekit.hpp>
 #include <moekit/coe.hpp>
@@ -157,76 +151,6 @@ void dump(const config& c, const options& o, coe_t& layer, const X& x, const X& 
   std::fprintf(stderr, "%s: wrote %s\n", c.name.c_str(), file.string().c_str());
 }
 
-/// One core's FP32 FMA rate in GFLOP/s: 12 independent chains of vector FMAs
-/// (enough to hide latency on two FMA ports; distinct starting values, or the
-/// compiler merges the chains into one), best of 5 rounds.
-template <int Lanes, class Set, class Fma>
-[[gnu::noinline]] double fma_rate(Set set1, Fma fma) {
-  constexpr int chains = 12;
-  constexpr long iters = 4'000'000;
-  using V = decltype(set1(0.f));
-  V acc[chains];
-  for (int j = 0; j < chains; ++j) acc[j] = set1(1.f + 0.01f * float(j));
-  const V m = set1(0.9999999f), add = set1(1e-7f);
-  double best_ms = 1e300;
-  for (int round = 0; round < 5; ++round) {
-    const double t0 = bench::now_ms();
-    for (long i = 0; i < iters; ++i)
-      for (auto& a : acc) a = fma(a, m, add);
-    best_ms = std::min(best_ms, bench::now_ms() - t0);
-  }
-  V total = acc[0];
-  for (int j = 1; j < chains; ++j) total = total + acc[j];
-  float lane[Lanes];
-  std::memcpy(lane, &total, sizeof lane);
-  volatile float keep = lane[0];  // the loop has an observable result
-  (void)keep;
-  return 2.0 * Lanes * chains * double(iters) / (best_ms * 1e6);
-}
-
-/// The widest FMA this build targets (-march=native): AVX-512, AVX2+FMA; else 0 (unknown).
-double fma_peak_per_core() {
-#if defined(__AVX512F__)
-  return fma_rate<16>([](float v) { return _mm512_set1_ps(v); },
-                      [](__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); });
-#elif defined(__AVX2__) && defined(__FMA__)
-  return fma_rate<8>([](float v) { return _mm256_set1_ps(v); },
-                     [](__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); });
-#else
-  return 0;
-#endif
-}
-
-/// Where the run happens: the PERFORMANCE.md fields of every line.
-struct machine_info {
-  std::string host, cpu, blas_core, omp_wait_policy;
-  double fma_peak_core = 0;  // GFLOP/s, one core
-};
-
-machine_info describe_machine() {
-  machine_info m;
-  char host[256] = {};
-  if (gethostname(host, sizeof host - 1) == 0) m.host = host;
-  std::ifstream in("/proc/cpuinfo");
-  std::string model = "unknown", family, number;
-  for (std::string line; std::getline(in, line) && line.find("flags") != 0;) {
-    const auto colon = line.find(':');
-    if (colon == std::string::npos || colon + 2 > line.size()) continue;
-    const std::string key = line.substr(0, line.find_last_not_of(" \t", colon - 1) + 1), value = line.substr(colon + 2);
-    if (key == "model name") model = value;
-    else if (key == "cpu family") family = value;
-    else if (key == "model") number = value;
-  }
-  m.cpu = model + " (family " + family + " model " + number + ")";
-  using fn_t = char* (*)();
-  auto corename = reinterpret_cast<fn_t>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
-  m.blas_core = corename ? corename() : "unknown (not OpenBLAS?)";
-  const char* wait = std::getenv("OMP_WAIT_POLICY");
-  m.omp_wait_policy = wait ? wait : "(unset)";
-  m.fma_peak_core = fma_peak_per_core();
-  return m;
-}
-
 /// The forward's expert GEMM shapes as direct cblas_sgemm calls over
 /// rows = T·4: x·Wg, x·Wu (rows × D × Fe), h·Wd (rows × Fe × D).
 struct sgemm_ceiling {
@@ -267,7 +191,7 @@ double ffn_per_token(const config& c, const options& o) {
 }
 
 /// The two JSON lines (fwd, fwd+bwd) of row r; moe: its equal-FLOPs MoE row, if timed.
-void json_lines(const row& r, const row* moe, const options& o, const machine_info& m, const ceilings& ce) {
+void json_lines(const row& r, const row* moe, const options& o, const bench::machine_info& m, const ceilings& ce) {
   const double flop = forward_flop(r.c, o);
   for (const auto& [pass, st, f] : {std::tuple{"fwd", r.fwd, flop}, std::tuple{"fwd+bwd", r.fwd_bwd, 3 * flop}}) {
     const double gflops = f / (st.median_ms * 1e6);
@@ -291,7 +215,7 @@ void json_lines(const row& r, const row* moe, const options& o, const machine_in
 }
 
 /// The human table on stderr: one line per row, then the ceilings.
-void table(const std::vector<std::pair<row, const row*>>& rows, const options& o, const machine_info& m,
+void table(const std::vector<std::pair<row, const row*>>& rows, const options& o, const bench::machine_info& m,
            const ceilings& ce) {
   std::fprintf(stderr, "%-10s %2s %3s %6s | %9s %9s %9s %7s | %9s %9s %9s %7s %6s | %-8s %6s %6s %6s\n", "config",
                "C", "K", "FFN/tk", "fwd ms", "p10", "p90", "GFLOP/s", "f+b ms", "p10", "p90", "GFLOP/s", "%peak",
@@ -333,7 +257,7 @@ void run(const options& o) {
   }
   if (!o.time) return;
 
-  const machine_info m = describe_machine();
+  const bench::machine_info m = bench::describe_machine();
   rng g(o.seed);
   sgemm_ceiling sg(o, g);
   std::vector<std::function<void()>> runs;

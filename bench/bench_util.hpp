@@ -3,15 +3,25 @@
 // spread, one JSON object per line on stdout, a human table on stderr.
 #pragma once
 
+#include <dlfcn.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <ctime>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <string>
 #include <utility>
 #include <vector>
+
+#if defined(__x86_64__) && !defined(__CUDACC__)
+#include <immintrin.h>
+#endif
 
 namespace bench {
 
@@ -39,22 +49,32 @@ inline double thread_cpu_ms() {
 }
 
 /// Times several candidates interleaved (A B A B ...), so drift in machine
+/// speed hits all of them alike, on every clock of `clocks` at once (now_ms:
+/// wall; thread_cpu_ms). Returns out[c][i]: the stats of candidate i on clocks[c].
+inline std::vector<std::vector<stats>> interleaved_clocks(const std::vector<std::function<void()>>& runs, int warmup,
+                                                          int reps, const std::vector<double (*)()>& clocks) {
+  for (int w = 0; w < warmup; ++w)
+    for (const auto& run : runs) run();
+  std::vector<std::vector<std::vector<double>>> times(clocks.size(), std::vector<std::vector<double>>(runs.size()));
+  std::vector<double> t0(clocks.size());
+  for (int r = 0; r < reps; ++r)
+    for (std::size_t i = 0; i < runs.size(); ++i) {
+      for (std::size_t c = 0; c < clocks.size(); ++c) t0[c] = clocks[c]();
+      runs[i]();
+      for (std::size_t c = clocks.size(); c-- > 0;) times[c][i].push_back(clocks[c]() - t0[c]);
+    }
+  std::vector<std::vector<stats>> out(clocks.size());
+  for (std::size_t c = 0; c < clocks.size(); ++c)
+    for (auto& t : times[c]) out[c].push_back(summarize(std::move(t)));
+  return out;
+}
+
+/// Times several candidates interleaved (A B A B ...), so drift in machine
 /// speed hits all of them alike, on `clock` (now_ms: wall; thread_cpu_ms).
 /// Returns one stats per candidate.
 inline std::vector<stats> interleaved(const std::vector<std::function<void()>>& runs, int warmup, int reps,
                                       double (*clock)()) {
-  for (int w = 0; w < warmup; ++w)
-    for (const auto& run : runs) run();
-  std::vector<std::vector<double>> times(runs.size());
-  for (int r = 0; r < reps; ++r)
-    for (std::size_t i = 0; i < runs.size(); ++i) {
-      const double t0 = clock();
-      runs[i]();
-      times[i].push_back(clock() - t0);
-    }
-  std::vector<stats> out;
-  for (auto& t : times) out.push_back(summarize(std::move(t)));
-  return out;
+  return interleaved_clocks(runs, warmup, reps, {clock})[0];
 }
 inline std::vector<stats> interleaved(const std::vector<std::function<void()>>& runs, int warmup, int reps) {
   return interleaved(runs, warmup, reps, now_ms);
@@ -89,5 +109,78 @@ class json_line {
  private:
   std::vector<std::pair<std::string, std::string>> items_;
 };
+
+/// One core's FP32 FMA rate in GFLOP/s: 12 independent chains of vector FMAs
+/// (enough to hide latency on two FMA ports; distinct starting values, or the
+/// compiler merges the chains into one), best of 5 rounds.
+template <int Lanes, class Set, class Fma>
+[[gnu::noinline]] double fma_rate(Set set1, Fma fma) {
+  constexpr int chains = 12;
+  constexpr long iters = 4'000'000;
+  using V = decltype(set1(0.f));
+  V acc[chains];
+  for (int j = 0; j < chains; ++j) acc[j] = set1(1.f + 0.01f * float(j));
+  const V m = set1(0.9999999f), add = set1(1e-7f);
+  double best_ms = 1e300;
+  for (int round = 0; round < 5; ++round) {
+    const double t0 = now_ms();
+    for (long i = 0; i < iters; ++i)
+      for (auto& a : acc) a = fma(a, m, add);
+    best_ms = std::min(best_ms, now_ms() - t0);
+  }
+  V total = acc[0];
+  for (int j = 1; j < chains; ++j) total = total + acc[j];
+  float lane[Lanes];
+  std::memcpy(lane, &total, sizeof lane);
+  volatile float keep = lane[0];  // the loop has an observable result
+  (void)keep;
+  return 2.0 * Lanes * chains * double(iters) / (best_ms * 1e6);
+}
+
+/// The widest FMA this build targets (-march=native): AVX-512, AVX2+FMA; else 0 (unknown).
+inline double fma_peak_per_core() {
+#if defined(__x86_64__) && !defined(__CUDACC__) && defined(__AVX512F__)
+  return fma_rate<16>([](float v) { return _mm512_set1_ps(v); },
+                      [](__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); });
+#elif defined(__x86_64__) && !defined(__CUDACC__) && defined(__AVX2__) && defined(__FMA__)
+  return fma_rate<8>([](float v) { return _mm256_set1_ps(v); },
+                     [](__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); });
+#else
+  return 0;
+#endif
+}
+
+/// Where the run happens: the PERFORMANCE.md fields of every line.
+struct machine_info {
+  std::string host, cpu, blas_core, omp_wait_policy;
+  double fma_peak_core = 0;  // GFLOP/s, one core
+};
+
+/// Host name, "model name (family F model M)" from /proc/cpuinfo, OpenBLAS's
+/// kernel name (openblas_get_corename; never time on the generic "Prescott"),
+/// OMP_WAIT_POLICY, and one core's FMA peak (fma_peak_per_core, ~1 s).
+inline machine_info describe_machine() {
+  machine_info m;
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) == 0) m.host = host;
+  std::ifstream in("/proc/cpuinfo");
+  std::string model = "unknown", family, number;
+  for (std::string line; std::getline(in, line) && line.find("flags") != 0;) {
+    const auto colon = line.find(':');
+    if (colon == std::string::npos || colon + 2 > line.size()) continue;
+    const std::string key = line.substr(0, line.find_last_not_of(" \t", colon - 1) + 1), value = line.substr(colon + 2);
+    if (key == "model name") model = value;
+    else if (key == "cpu family") family = value;
+    else if (key == "model") number = value;
+  }
+  m.cpu = model + " (family " + family + " model " + number + ")";
+  using fn_t = char* (*)();
+  auto corename = reinterpret_cast<fn_t>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  m.blas_core = corename ? corename() : "unknown (not OpenBLAS?)";
+  const char* wait = std::getenv("OMP_WAIT_POLICY");
+  m.omp_wait_policy = wait ? wait : "(unset)";
+  m.fma_peak_core = fma_peak_per_core();
+  return m;
+}
 
 }  // namespace bench

@@ -1,7 +1,7 @@
-"""Shared by the PyTorch baselines (moe_torch.py, coe_torch.py): reading the
-safetensors dumps the moekit benches write, comparing a result with moekit's,
-and the timing protocol of bench_util.hpp (interleaved runs, median and
-spread)."""
+"""Shared by the PyTorch baselines (moe_torch.py, coe_torch.py, uoe_torch.py):
+reading the safetensors dumps the moekit benches write, comparing a result
+with moekit's, and the timing protocol of bench_util.hpp (interleaved runs,
+median and spread)."""
 import json
 import struct
 import sys
@@ -52,17 +52,29 @@ def summarize(ms):
     return {"median_ms": at(0.5), "p10_ms": at(0.1), "p90_ms": at(0.9)}
 
 
-def interleaved(runs, warmup, reps, clock="wall"):
-    """Times the runs interleaved (A B A B ...) on the wall clock or this
-    thread's CPU time ("cpu"); one summarize() per run."""
-    now = time.perf_counter if clock == "wall" else time.thread_time
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+
+
+def interleaved_clocks(runs, warmup, reps, clocks=("wall", "cpu")):
+    """Times the runs interleaved (A B A B ...) on every clock of `clocks` at
+    once ("wall": perf_counter, "cpu": this thread's CPU time); out[c][i] is
+    summarize() of run i on clocks[c]."""
+    nows = [CLOCKS[c] for c in clocks]
     for _ in range(warmup):
         for r in runs:
             r()
-    times = [[] for _ in runs]
+    times = [[[] for _ in runs] for _ in nows]
     for _ in range(reps):
         for i, r in enumerate(runs):
-            t0 = now()
+            t0 = [now() for now in nows]
             r()
-            times[i].append((now() - t0) * 1e3)
-    return [summarize(t) for t in times]
+            t1 = [now() for now in reversed(nows)][::-1]
+            for c in range(len(nows)):
+                times[c][i].append((t1[c] - t0[c]) * 1e3)
+    return [[summarize(t) for t in per_clock] for per_clock in times]
+
+
+def interleaved(runs, warmup, reps, clock="wall"):
+    """Times the runs interleaved (A B A B ...) on the wall clock or this
+    thread's CPU time ("cpu"); one summarize() per run."""
+    return interleaved_clocks(runs, warmup, reps, (clock,))[0]
