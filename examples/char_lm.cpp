@@ -7,7 +7,16 @@
 // them), or a Chain-of-Experts layer in the reference's conventions
 // (coe/spec.hpp: --iterations C routings of --top-k K over one pool of SwiGLU
 // experts; the block hands it the un-normalised residual stream, which it
-// normalises once and does not add back, as modeling_coe.py does). AdamW (decay on matrices only), linear warm-up + cosine decay to a
+// normalises once and does not add back, as modeling_coe.py does), or a
+// Union-of-Experts MLP (--mlp uoe: uoe::uome, the dense MLP cut into --experts
+// tensor-parallel slices, each expert keeping --capacity of each sequence's
+// tokens in the data paradigm, or each token choosing --top-k slices in the
+// expert paradigm; slice width matched to the dense FFN's active weights).
+// The attention is multi-head (--attention mha) or UoE's selective multi-head
+// attention (--attention smha: the heads are experts, each keeping
+// --attn-capacity of each sequence's tokens that marked it among their
+// --attn-top-k heads; causal on the original positions, RoPE at them).
+// AdamW (decay on matrices only), linear warm-up + cosine decay to a
 // tenth, gradient clipping at norm 1; the routers' load-balancing losses ride
 // on the MoE outputs' backward.
 //
@@ -15,13 +24,18 @@
 //   build/bin/char_lm --model all --seeds 3               # the table of docs/moe.md
 //   build/bin/char_lm --model switch,deepseek --steps 300 --experts 16
 //   build/bin/char_lm --mlp coe --iterations 2 --top-k 2 --experts 16
+//   build/bin/char_lm --mlp uoe --experts 4 --top-k 2 --capacity 0.5 --uoe-mode causal --attention smha
 //   build/bin/char_lm --stop-after 150 --save run.safetensors   # ... later:
 //   build/bin/char_lm --resume run.safetensors                  # steps 151-300, as one run
 //
 // Expert choice is NOT causal: each expert picks its tokens among all tokens of
 // the batch, so whether a token is processed depends on later tokens (and on
 // other sequences). Its loss is not a fair language-model loss; the table
-// marks it.
+// marks it. The same holds for UoE's data selection in modes faithful and gated
+// (an expert or head keeps the top --capacity of a sequence's tokens by a score
+// normalised over the batch): --mlp uoe and --attention smha are causal only
+// with --uoe-mode causal (each expert keeps the first tokens that chose it, in
+// arrival order), or, for the UoME, with --paradigm expert and --patch 1.
 //
 // Training windows are drawn at random from the training part, each step from
 // its own random stream (seed, step), so a resumed run draws the same batches
@@ -37,6 +51,7 @@
 #include <cmath>
 #include <cstdio>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -46,6 +61,7 @@
 #include <moekit/io/text.hpp>
 #include <moekit/moe.hpp>
 #include <moekit/moe/baselines.hpp>
+#include <moekit/uoe.hpp>
 
 #include "common/char_model.hpp"
 #include "common/char_training.hpp"
@@ -55,14 +71,9 @@ using namespace moekit;
 
 namespace {
 
-#ifdef MOEKIT_SHARED_DATA_DIR
-const std::string default_data =
-    std::string(MOEKIT_SHARED_DATA_DIR).empty() ? "" : MOEKIT_SHARED_DATA_DIR "/tinyshakespeare/input.txt";
-#else
-const std::string default_data = "../shared/data/tinyshakespeare/input.txt";
-#endif
+const std::string default_data = examples::default_text_path();
 
-const std::vector<std::string> all_models = {"dense", "switch", "gshard", "expert_choice", "deepseek", "coe"};
+const std::vector<std::string> all_models = {"dense", "switch", "gshard", "expert_choice", "deepseek", "coe", "uoe"};
 
 struct options : examples::training_options {
   std::string data = default_data, model = "dense";
@@ -70,6 +81,10 @@ struct options : examples::training_options {
   int experts = 8, granularity = 4, shared = 1, iterations = 2, top_k = 2, expert_ff = 0;
   int seeds = 1, seed = 0, threads = 2;
   double val_fraction = 0.1, max_loss = 0;
+  // UoE: --mlp uoe and --attention smha
+  std::string attention = "mha", uoe_mode = "causal", paradigm = "data";
+  int patch = 1, attn_top_k = 0;
+  double capacity = 0.5, attn_capacity = 0.5, uoe_balance = 0.01;
   bool byte_vocabulary = false;
 };
 
@@ -88,7 +103,24 @@ moe::baseline parse_baseline(const std::string& name) {
   for (auto b : {moe::baseline::switch_top1, moe::baseline::gshard_top2, moe::baseline::expert_choice,
                  moe::baseline::deepseek})
     if (name == moe::baseline_name(b)) return b;
-  throw value_error("--model: '" + name + "' is not one of all, dense, switch, gshard, expert_choice, deepseek, coe");
+  throw value_error("--model: '" + name + "' is not one of all, dense, switch, gshard, expert_choice, deepseek, coe, uoe");
+}
+
+uoe::mode parse_uoe_mode(const std::string& m) {
+  for (auto x : {uoe::mode::faithful, uoe::mode::gated, uoe::mode::causal})
+    if (m == uoe::mode_name(x)) return x;
+  throw value_error("--uoe-mode: '" + m + "' is not faithful, gated or causal");
+}
+
+bool smha(const options& o) { return o.attention == "smha"; }
+
+/// The heads' selection of --attention smha.
+uoe::selection_options attention_select(const options& o) {
+  const auto m = parse_uoe_mode(o.uoe_mode);
+  return {.mode = m,
+          .top_k = o.attn_top_k > 0 ? static_cast<std::size_t>(o.attn_top_k) : std::max<std::size_t>(1, static_cast<std::size_t>(o.heads) / 2),
+          .capacity = o.attn_capacity,
+          .balance_weight = m == uoe::mode::faithful ? 0 : o.uoe_balance};
 }
 
 std::size_t ffn_width(const options& o) {
@@ -114,8 +146,46 @@ moe::baseline_spec spec_of(const options& o) {
           .shared_experts = static_cast<std::size_t>(o.shared)};
 }
 
-/// What a checkpoint carries: the settings a resumed run must share.
+/// --mlp uoe: --experts slices of width --expert-ff (default: the dense FFN's
+/// width over the slots a token pays for, E·c/seq or top_k, so its active
+/// expert weights match the dense FFN's), data or expert paradigm.
+uoe::uome_options uome_options_of(const options& o) {
+  const auto m = parse_uoe_mode(o.uoe_mode);
+  uoe::uome_options u{.d_model = static_cast<std::size_t>(o.d_model), .experts = static_cast<std::size_t>(o.experts),
+                      .paradigm = o.paradigm == "expert" ? uoe::paradigm::expert : uoe::paradigm::data,
+                      .select = {.mode = m, .top_k = static_cast<std::size_t>(o.top_k), .capacity = o.capacity,
+                                 .patch = static_cast<std::size_t>(o.patch),
+                                 .balance_weight = m == uoe::mode::faithful ? 0 : o.uoe_balance}};
+  const double slots = uoe::slots_per_token(u.experts, u.select, static_cast<std::size_t>(o.seq), u.paradigm);
+  const std::size_t fe = o.expert_ff > 0 ? static_cast<std::size_t>(o.expert_ff)
+                                         : std::max<std::size_t>(1, static_cast<std::size_t>(std::lround(
+                                                                        static_cast<double>(ffn_width(o)) / slots)));
+  u.d_ff = fe * u.experts;
+  return u;
+}
+
+/// Whether --mlp uoe is causal: a data selection only in causal mode; an
+/// expert selection when each token chooses for itself (patch 1).
+bool uome_causal(const uoe::uome_options& u) {
+  return u.paradigm == uoe::paradigm::expert ? u.select.patch == 1 : u.select.mode == uoe::mode::causal;
+}
+
+io::metadata_map run_metadata_base(const options& o, const std::string& model, int seed, std::size_t vocabulary);
+
+/// What a checkpoint carries: the settings a resumed run must share (the UoE
+/// settings only where they are used, so checkpoints of other runs still load).
 io::metadata_map run_metadata(const options& o, const std::string& model, int seed, std::size_t vocabulary) {
+  auto m = run_metadata_base(o, model, seed, vocabulary);
+  if (model == "uoe" || smha(o)) m["uoe_mode"] = o.uoe_mode, m["uoe_balance"] = examples::num(o.uoe_balance);
+  if (model == "uoe")
+    m["paradigm"] = o.paradigm, m["capacity"] = examples::num(o.capacity), m["patch"] = std::to_string(o.patch);
+  if (smha(o))
+    m["attention"] = o.attention, m["attn_top_k"] = std::to_string(attention_select(o).top_k),
+    m["attn_capacity"] = examples::num(o.attn_capacity);
+  return m;
+}
+
+io::metadata_map run_metadata_base(const options& o, const std::string& model, int seed, std::size_t vocabulary) {
   return {{"example", "char_lm"}, {"model", model}, {"d_model", std::to_string(o.d_model)},
           {"layers", std::to_string(o.layers)}, {"heads", std::to_string(o.heads)}, {"ff", std::to_string(ffn_width(o))},
           {"seq", std::to_string(o.seq)}, {"batch", std::to_string(o.batch)}, {"steps", std::to_string(o.steps)},
@@ -131,10 +201,19 @@ io::metadata_map run_metadata(const options& o, const std::string& model, int se
 model_result run_model(const options& o, const std::string& name, const io::text_split& data, std::size_t vocabulary) {
   model_result m;
   m.name = name;
+  const auto seq = static_cast<std::size_t>(o.seq);
   const examples::char_model_config c{.vocabulary = vocabulary, .d_model = static_cast<std::size_t>(o.d_model),
                                       .layers = static_cast<std::size_t>(o.layers),
-                                      .heads = static_cast<std::size_t>(o.heads)};
-  const std::size_t outer = examples::char_transformer<examples::dense_ffn<>>::non_ffn_flops(c, static_cast<std::size_t>(o.seq));
+                                      .heads = static_cast<std::size_t>(o.heads), .smha_select = attention_select(o)};
+  const std::size_t outer = smha(o) ? examples::char_uoe_transformer<examples::dense_ffn<>>::non_ffn_flops(c, seq)
+                                    : examples::char_transformer<examples::dense_ffn<>>::non_ffn_flops(c, seq);
+  // Per-token parameters the selective attention does not use (0 for multi-head attention).
+  std::size_t attention_idle = 0;
+  if (smha(o)) {
+    const auto a = uoe::cost_of(examples::char_uoe_transformer<examples::dense_ffn<>>::smha_options_of(c), seq);
+    attention_idle = c.layers * (a.total_params - a.active_params);
+    m.causal = attention_select(o).mode == uoe::mode::causal;
+  }
   const auto spec = spec_of(o);
   for (int s = 0; s < o.seeds; ++s) {
     const int seed = o.seed + s;
@@ -142,44 +221,56 @@ model_result run_model(const options& o, const std::string& name, const io::text
     examples::reset_peak_rss();
     const auto meta = run_metadata(o, name, seed, vocabulary);
     run_result r;
+    // Builds the model with multi-head or selective attention around make's FFNs, fills the
+    // cost columns (ffn: one FFN's moe_cost) and trains it.
+    auto build_and_train = [&]<class Ffn>(std::type_identity<Ffn>, const moe::moe_cost& ffn, auto&& make,
+                                          const examples::char_model_config& config) {
+      auto go = [&](auto& model) {
+        m.total_params = count_parameters(model);
+        m.active_params = m.total_params - c.layers * (ffn.total_params - ffn.active_params) - attention_idle;
+        m.flops_per_token = outer + c.layers * (ffn.expert_flops + ffn.router_flops);
+        r = examples::train(o, model, name, seed, data, meta);
+      };
+      if (smha(o)) {
+        examples::char_uoe_transformer<Ffn> model(g, config, make);
+        go(model);
+      } else {
+        examples::char_transformer<Ffn> model(g, config, make);
+        go(model);
+      }
+    };
     if (name == "dense") {
-      examples::char_transformer<examples::dense_ffn<>> model(
-          g, c, [&](rng& gg, std::size_t) { return examples::dense_ffn<>(gg, spec.d_model, spec.d_ff); });
-      m.total_params = m.active_params = count_parameters(model);
-      m.flops_per_token = outer + c.layers * moe::dense_ffn_cost(spec.d_model, spec.d_ff).expert_flops;
-      r = examples::train(o, model, name, seed, data, meta);
+      build_and_train(std::type_identity<examples::dense_ffn<>>{}, moe::dense_ffn_cost(spec.d_model, spec.d_ff),
+                      [&](rng& gg, std::size_t) { return examples::dense_ffn<>(gg, spec.d_model, spec.d_ff); }, c);
     } else if (name == "coe") {
       const auto cs = coe_spec_of(o);
-      const auto cost = coe::cost_of(cs);
       auto wired = c;
       wired.wiring = moe::ffn_wiring::direct;  // the layer normalises once and keeps its own residual (reference)
+      m.experts = cs.experts;
+      auto cost = coe::cost_of(cs);
       examples::char_transformer<coe::reference_layer<>> model(
           g, wired, [&](rng& gg, std::size_t) { return coe::make_layer<float>(gg, cs); });
-      m.experts = cs.experts;
       m.total_params = count_parameters(model);
       m.active_params = m.total_params - c.layers * (cost.total_params - cost.active_params);
       m.flops_per_token = outer + c.layers * (cost.expert_flops + cost.router_flops);
       r = examples::train(o, model, name, seed, data, meta);
+    } else if (name == "uoe") {
+      const auto u = uome_options_of(o);
+      m.experts = u.experts;
+      m.causal = m.causal && uome_causal(u);
+      build_and_train(std::type_identity<uoe::uome<>>{}, uoe::cost_of(u, seq),
+                      [&](rng& gg, std::size_t) { return uoe::uome<>(gg, u); }, c);
     } else {
       const auto layout = moe::baseline_layout_of(parse_baseline(name), spec);
       const auto cost = moe::cost_of(layout);
       m.experts = layout.experts;
-      m.causal = layout.kind != moe::baseline::expert_choice;
-      auto fill_and_train = [&](auto& model) {
-        m.total_params = count_parameters(model);
-        m.active_params = m.total_params - c.layers * (cost.total_params - cost.active_params);
-        m.flops_per_token = outer + c.layers * (cost.expert_flops + cost.router_flops);
-        r = examples::train(o, model, name, seed, data, meta);
-      };
-      if (layout.kind == moe::baseline::expert_choice) {
-        examples::char_transformer<moe::expert_choice_moe<>> model(
-            g, c, [&](rng& gg, std::size_t) { return moe::make_expert_choice<float>(gg, spec); });
-        fill_and_train(model);
-      } else {
-        examples::char_transformer<moe::token_choice_moe<>> model(
-            g, c, [&](rng& gg, std::size_t) { return moe::make_token_choice<float>(gg, layout); });
-        fill_and_train(model);
-      }
+      m.causal = m.causal && layout.kind != moe::baseline::expert_choice;
+      if (layout.kind == moe::baseline::expert_choice)
+        build_and_train(std::type_identity<moe::expert_choice_moe<>>{}, cost,
+                        [&](rng& gg, std::size_t) { return moe::make_expert_choice<float>(gg, spec); }, c);
+      else
+        build_and_train(std::type_identity<moe::token_choice_moe<>>{}, cost,
+                        [&](rng& gg, std::size_t) { return moe::make_token_choice<float>(gg, layout); }, c);
     }
     r.peak_rss_mib = examples::peak_rss_mib();
     std::fprintf(stderr, "%-14s seed %d  val loss %.4f nats/char (%.3f bpc)  %.0f tokens/s  train %.1f s  eval %.1f s\n",
@@ -198,21 +289,37 @@ int main(int argc, char** argv) try {
   flags cli("char_lm",
             "Trains a small decoder-only transformer (pre-norm, causal attention with RoPE) as a character-level\n"
             "language model on a text file, with a dense or MoE MLP block (Switch, GShard, expert choice,\n"
-            "DeepSeek-style, Chain-of-Experts) at matched active expert weights, and reports validation loss and cost.\n"
+            "DeepSeek-style, Chain-of-Experts, Union-of-Experts) at matched active expert weights, and multi-head or\n"
+            "UoE's selective multi-head attention, and reports validation loss and cost.\n"
+            "Expert choice, and UoE's data selection in modes faithful and gated (--mlp uoe, --attention smha), are not\n"
+            "causal: whether a token is processed depends on later tokens; the table marks them with *.\n"
             "The last stdout line is a JSON object with one row per model.");
   cli.add("data", o.data, "text file (tinyshakespeare: shared/data/tinyshakespeare/input.txt)");
-  cli.add("model", o.model, "dense, switch, gshard, expert_choice, deepseek, coe, a comma list of them, or all");
+  cli.add("model", o.model, "dense, switch, gshard, expert_choice, deepseek, coe, uoe, a comma list of them, or all");
   cli.add("mlp", o.model, "the same as --model");
   cli.add("d-model", o.d_model, "model width");
   cli.add("layers", o.layers, "transformer blocks");
   cli.add("heads", o.heads, "attention heads (d-model / heads must be even, for RoPE)");
   cli.add("ff", o.ff, "hidden width of the dense FFN, the active width the MoEs match (0: 4 * d-model)");
-  cli.add("experts", o.experts, "experts per MoE (DeepSeek: before the fine split)");
+  cli.add("experts", o.experts, "experts per MoE (DeepSeek: before the fine split; uoe: MLP slices)");
   cli.add("granularity", o.granularity, "DeepSeek: fine experts per coarse expert (each 1/granularity wide)");
   cli.add("shared", o.shared, "DeepSeek: shared (always-on) fine experts; coe: shared experts of --expert-ff, every iteration");
   cli.add("iterations", o.iterations, "coe: routing iterations C over the one expert pool (1: the reference's MoE)");
-  cli.add("top-k", o.top_k, "coe: experts per token per iteration");
-  cli.add("expert-ff", o.expert_ff, "coe: hidden width of one SwiGLU expert (0: 2 * ff / (3 * iterations * top-k))");
+  cli.add("top-k", o.top_k, "coe: experts per token per iteration; uoe: slices each token marks (data) or chooses (expert)");
+  cli.add("expert-ff", o.expert_ff,
+          "coe: hidden width of one SwiGLU expert (0: 2 * ff / (3 * iterations * top-k)); uoe: width of one slice "
+          "(0: ff / slots per token, slots = experts * capacity (data) or top-k (expert): the dense FFN's active weights)");
+  cli.add("capacity", o.capacity, "uoe: fraction of each sequence's tokens (patches) a slice keeps (data paradigm)");
+  cli.add("uoe-mode", o.uoe_mode,
+          "uoe and smha: faithful (gates only select; the paper's code), gated (outputs weighted by the gates), or "
+          "causal (each expert keeps the first tokens that marked it: the only causal data selection)");
+  cli.add("uoe-balance", o.uoe_balance, "uoe and smha, gated and causal modes: Switch load-balance loss weight on the marks");
+  cli.add("patch", o.patch, "uoe: tokens per patch l_p (selection unit; must divide --seq; causal mode: 1)");
+  cli.add("paradigm", o.paradigm, "uoe: data (slices choose tokens) or expert (tokens choose top-k slices)");
+  cli.add("attention", o.attention,
+          "mha (multi-head attention) or smha (UoE's selective multi-head attention: heads choose tokens; not with coe)");
+  cli.add("attn-top-k", o.attn_top_k, "smha: heads each token marks (0: heads / 2)");
+  cli.add("attn-capacity", o.attn_capacity, "smha: fraction of each sequence's tokens a head keeps");
   cli.add("seq", o.seq, "characters per training window (context length)");
   cli.add("batch", o.batch, "windows per step (also per validation batch)");
   cli.add("steps", o.steps, "training steps");
@@ -245,11 +352,23 @@ int main(int argc, char** argv) try {
   if (o.d_model % o.heads != 0 || (o.d_model / o.heads) % 2 != 0)
     throw value_error("--d-model " + std::to_string(o.d_model) + " / --heads " + std::to_string(o.heads) +
                       " must be an even whole number (RoPE rotates pairs of dimensions)");
+  if (o.attention != "mha" && o.attention != "smha") throw value_error("--attention: '" + o.attention + "' is not mha or smha");
+  if (o.paradigm != "data" && o.paradigm != "expert") throw value_error("--paradigm: '" + o.paradigm + "' is not data or expert");
+  if (o.patch < 1 || o.attn_top_k < 0 || o.uoe_balance < 0) throw value_error("--patch must be >= 1, --attn-top-k and --uoe-balance >= 0");
+  parse_uoe_mode(o.uoe_mode);
+  if (smha(o))
+    uoe::check_selection("--attention smha", attention_select(o), static_cast<std::size_t>(o.heads),
+                         static_cast<std::size_t>(o.seq));
   std::vector<std::string> names = o.model == "all" ? all_models : examples::split_list(o.model);
   if (names.empty()) throw value_error("--model: empty list");
+  if (smha(o) && o.model == "all") names.erase(std::find(names.begin(), names.end(), "coe"));
   for (const auto& name : names)
     if (name == "coe") {
       if (o.top_k > o.experts) throw value_error("--top-k " + std::to_string(o.top_k) + " is more than --experts");
+      if (smha(o)) throw value_error("--attention smha does not take --model coe (its layer owns its norm and residual)");
+    } else if (name == "uoe") {
+      const auto u = uome_options_of(o);
+      uoe::check_selection("--mlp uoe", u.select, u.experts, static_cast<std::size_t>(o.seq));
     } else if (name != "dense") moe::baseline_layout_of(parse_baseline(name), spec_of(o));  // bad names and sizes fail first
   if ((!o.save.empty() || !o.resume.empty()) && (names.size() != 1 || o.seeds != 1))
     throw value_error("--save and --resume need one --model and --seeds 1");
@@ -303,18 +422,31 @@ int main(int argc, char** argv) try {
                   100 * mean_std::of(m.runs, [](const run_result& r) { return r.dropped; }).mean);
   }
   for (const auto& m : rows)
-    if (!m.causal)
-      std::printf("* %s is not causal: each expert picks its tokens among the whole batch, later tokens included\n",
-                  m.name.c_str());
+    if (!m.causal) {
+      if (m.name == "expert_choice")
+        std::printf("* %s is not causal: each expert picks its tokens among the whole batch, later tokens included\n",
+                    m.name.c_str());
+      else if (m.name == "uoe" && o.paradigm == "expert" && !(smha(o) && o.uoe_mode != "causal"))
+        std::printf("* %s is not causal: in the expert paradigm each patch of --patch %d tokens chooses its experts "
+                    "from its mean, later tokens of the patch included (--patch 1 is causal)\n",
+                    m.name.c_str(), o.patch);
+      else
+        std::printf("* %s is not causal: UoE's data selection (--uoe-mode %s%s) keeps a token by a score over the "
+                    "whole sequence and batch, later tokens included (--uoe-mode causal is causal)\n",
+                    m.name.c_str(), o.uoe_mode.c_str(), smha(o) ? ", --attention smha" : "");
+    }
 
   std::printf("{\"example\": \"char_lm\", \"data\": \"%s\", \"characters\": %zu, \"train_characters\": %zu, "
               "\"val_characters\": %zu, \"vocabulary\": %zu, \"val_unigram_entropy\": %.5f, \"d_model\": %d, "
               "\"layers\": %d, \"heads\": %d, \"ff\": %zu, \"seq\": %d, \"batch\": %d, \"steps\": %d, \"lr\": %g, "
               "\"experts\": %d, \"granularity\": %d, \"shared\": %d, \"iterations\": %d, \"top_k\": %d, \"seeds\": %d, \"threads\": %d, "
+              "\"attention\": \"%s\", \"attn_top_k\": %zu, \"attn_capacity\": %g, \"uoe_mode\": \"%s\", \"paradigm\": \"%s\", "
+              "\"capacity\": %g, \"patch\": %d, "
               "\"blas_core\": \"%s\", \"rows\": [",
               examples::json_escape(o.data).c_str(), text.size(), n_train, data.val.size(), text.vocabulary_size(), unigram, o.d_model,
               o.layers, o.heads, ffn_width(o), o.seq, o.batch, o.steps, o.lr, o.experts, o.granularity, o.shared,
-              o.iterations, o.top_k, o.seeds, o.threads, blas.c_str());
+              o.iterations, o.top_k, o.seeds, o.threads, o.attention.c_str(), attention_select(o).top_k, o.attn_capacity,
+              o.uoe_mode.c_str(), o.paradigm.c_str(), o.capacity, o.patch, blas.c_str());
   for (std::size_t i = 0; i < rows.size(); ++i) {
     const auto& m = rows[i];
     const auto loss = mean_std::of(m.runs, [](const run_result& r) { return r.val_loss; });

@@ -56,12 +56,7 @@ using namespace moekit;
 
 namespace {
 
-#ifdef MOEKIT_SHARED_DATA_DIR
-const std::string default_data =
-    std::string(MOEKIT_SHARED_DATA_DIR).empty() ? "" : MOEKIT_SHARED_DATA_DIR "/tinyshakespeare/input.txt";
-#else
-const std::string default_data = "../shared/data/tinyshakespeare/input.txt";
-#endif
+const std::string default_data = examples::default_text_path();
 
 const std::vector<std::string> paper_variants = {"moe", "coe", "coe_shared_router", "coe_no_inner",
                                                  "coe_k", "moe_2k", "moe_3k"};

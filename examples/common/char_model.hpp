@@ -7,10 +7,17 @@
 //        causal multi-head attention with RoPE, FFN = dense or a baseline MoE
 //     -> LayerNorm -> linear head (untied) -> logits (batch·seq, vocabulary)
 //
-// The FFN slot takes a moe::layer (the baselines of moe/baselines.hpp) or
-// dense_ffn below, which gives the dense d → ff → d GELU FFN the interface
-// moe::transformer_block expects (train()); its parameters keep the block's
-// "moe." prefix: "blocks.0.moe.fc1.weight".
+// The FFN slot takes a moe::layer (the baselines of moe/baselines.hpp), a
+// uoe::uome, or dense_ffn below, which gives the dense d → ff → d GELU FFN the
+// interface moe::transformer_block expects (train()); its parameters keep the
+// block's "moe." prefix: "blocks.0.moe.fc1.weight".
+//
+// The block is moe::transformer_block (multi-head attention; the default) or,
+// with Block = uoe::block<Ffn> (char_uoe_transformer<Ffn>), the UoE block:
+// selective multi-head attention (uoe/smha.hpp: each head keeps c tokens of
+// each sample, selected as config.smha_select says, causal on the original
+// positions, RoPE at the original positions) and the same pre-norm wiring.
+// Parameter names of the default block are unchanged ("blocks.0.attention.q_proj.weight").
 #pragma once
 
 #include <cstddef>
@@ -23,6 +30,7 @@
 #include <moekit/mlp/block.hpp>
 #include <moekit/moe/transformer_block.hpp>
 #include <moekit/nn/embedding.hpp>
+#include <moekit/uoe.hpp>
 
 namespace moekit::examples {
 
@@ -49,21 +57,42 @@ struct char_model_config {
   std::size_t vocabulary = 0, d_model = 128, layers = 4, heads = 4;
   double rope_base = 10000;
   moe::ffn_wiring wiring = moe::ffn_wiring::pre_norm;  // direct: the FFN owns its norm and residual (coe::layer)
+  // uoe::block only: the heads' token selection (top_k heads per token, capacity per head and sample, mode)
+  uoe::selection_options smha_select{.top_k = 2, .capacity = 0.5};
 };
 
-template <class Ffn, class T = float, backend B = cpu>
+template <class Block>
+inline constexpr bool is_uoe_block = false;
+template <class Ffn, class T, backend B>
+inline constexpr bool is_uoe_block<uoe::block<Ffn, T, B>> = true;
+
+template <class Ffn, class T = float, backend B = cpu, class Block = moe::transformer_block<Ffn, T, B>>
 class char_transformer {
  public:
-  using block_type = moe::transformer_block<Ffn, T, B>;
+  using block_type = Block;
+  static constexpr bool selective_attention = is_uoe_block<Block>;
 
   /// make(g, layer index) builds one block's FFN.
   template <class MakeFfn>
   char_transformer(rng& g, const char_model_config& c, MakeFfn&& make)
       : config_(c), embed_(g, c.vocabulary, c.d_model), norm_(c.d_model), head_(g, c.d_model, c.vocabulary) {
     blocks_.reserve(c.layers);
-    for (std::size_t i = 0; i < c.layers; ++i)
-      blocks_.emplace_back(g, c.d_model, c.heads, make(g, i),
-                           nn::attention_options{.causal = true, .rope = true, .rope_base = c.rope_base}, c.wiring);
+    for (std::size_t i = 0; i < c.layers; ++i) {
+      if constexpr (selective_attention) {
+        if (c.wiring != moe::ffn_wiring::pre_norm)
+          throw value_error("char_transformer: the UoE block is pre-norm only (no direct FFN wiring)");
+        blocks_.emplace_back(g, smha_options_of(c), make(g, i));
+      } else {
+        blocks_.emplace_back(g, c.d_model, c.heads, make(g, i),
+                             nn::attention_options{.causal = true, .rope = true, .rope_base = c.rope_base}, c.wiring);
+      }
+    }
+  }
+
+  /// The selective attention of a UoE block under config c.
+  static uoe::smha_options smha_options_of(const char_model_config& c) {
+    return {.d_model = c.d_model, .heads = c.heads, .select = c.smha_select, .causal = true, .rope = true,
+            .rope_base = c.rope_base};
   }
 
   /// ids (batch, seq) on the host -> logits (batch·seq, vocabulary).
@@ -93,10 +122,17 @@ class char_transformer {
 
   /// Forward FLOPs per token outside the FFNs (2 per multiply-add): the four
   /// attention projections, q·kᵀ and weights·v over all seq keys (the causal
-  /// mask hides half, but they are computed), and the head.
+  /// mask hides half, but they are computed), and the head. Selective
+  /// attention: its router, and the projections and scores of the kept slots
+  /// only (uoe::cost_of(smha_options, seq)).
   static std::size_t non_ffn_flops(const char_model_config& c, std::size_t seq) noexcept {
     const std::size_t d = c.d_model;
-    return c.layers * (2 * 4 * d * d + 2 * 2 * seq * d) + 2 * d * c.vocabulary;
+    if constexpr (selective_attention) {
+      const auto a = uoe::cost_of(smha_options_of(c), seq);
+      return c.layers * (a.expert_flops + a.router_flops) + 2 * d * c.vocabulary;
+    } else {
+      return c.layers * (2 * 4 * d * d + 2 * 2 * seq * d) + 2 * d * c.vocabulary;
+    }
   }
 
  private:
@@ -106,6 +142,10 @@ class char_transformer {
   nn::layer_norm<dyn, T, B> norm_;
   nn::linear<dyn, dyn, T, B> head_;
 };
+
+/// The character model with UoE blocks (selective multi-head attention + Ffn).
+template <class Ffn, class T = float, backend B = cpu>
+using char_uoe_transformer = char_transformer<Ffn, T, B, uoe::block<Ffn, T, B>>;
 
 /// Inputs and next-character targets of `starts.size()` windows of `seq`
 /// characters of `tokens`: inputs (batch, seq) = tokens[s, s + seq), targets

@@ -37,6 +37,16 @@
 
 namespace moekit::examples {
 
+/// tinyshakespeare in the shared data folder the build was configured with
+/// (MOEKIT_SHARED_DATA_DIR), else where it lies beside a source checkout.
+inline std::string default_text_path() {
+#ifdef MOEKIT_SHARED_DATA_DIR
+  return std::string(MOEKIT_SHARED_DATA_DIR).empty() ? "" : MOEKIT_SHARED_DATA_DIR "/tinyshakespeare/input.txt";
+#else
+  return "../shared/data/tinyshakespeare/input.txt";
+#endif
+}
+
 inline double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -201,23 +211,37 @@ std::pair<double, double> evaluate(M& model, const tensor<index_t, shape<dyn>>& 
   return {sum / static_cast<double>(count), static_cast<double>(correct) / static_cast<double>(count)};
 }
 
-/// Trains `model` (seed `seed`) and evaluates it on data.val. `meta` goes
-/// into checkpoints and must match the one a resumed checkpoint carries.
+/// AdamW over every parameter of `model`, weight decay on matrices only
+/// (biases, norms and other vectors take none).
 template <class M>
-run_result train(const training_options& o, M& model, const std::string& name, int seed, const io::text_split& data,
-                 const io::metadata_map& meta) {
+optim::adamw<float, cpu> adamw_for(M& model, double lr, double weight_decay) {
   using opt_t = optim::adamw<float, cpu>;
   auto [vectors, matrices] = optim::split_groups(parameter_views<float, cpu>(model), [](const auto& p) {
     return p.extents.size() < 2;
   });
   std::vector<opt_t::group_spec> groups;
-  groups.push_back({std::move(matrices), {.lr = o.lr, .weight_decay = o.weight_decay}});
-  groups.push_back({std::move(vectors), {.lr = o.lr, .weight_decay = 0}});
-  opt_t opt(std::move(groups));
+  groups.push_back({std::move(matrices), {.lr = lr, .weight_decay = weight_decay}});
+  groups.push_back({std::move(vectors), {.lr = lr, .weight_decay = 0}});
+  return opt_t(std::move(groups));
+}
+
+/// Linear warm-up and cosine decay over o.steps (o: steps, warmup, min_lr_factor).
+template <class O>
+optim::cosine_schedule cosine_for(const O& o) {
   const auto total = static_cast<std::size_t>(o.steps);
-  const optim::cosine_schedule schedule({.total_steps = total,
-                                         .warmup_steps = std::min(total, static_cast<std::size_t>(o.warmup)),
-                                         .min_factor = o.min_lr_factor});
+  return optim::cosine_schedule({.total_steps = total,
+                                 .warmup_steps = std::min(total, static_cast<std::size_t>(o.warmup)),
+                                 .min_factor = o.min_lr_factor});
+}
+
+/// Trains `model` (seed `seed`) and evaluates it on data.val. `meta` goes
+/// into checkpoints and must match the one a resumed checkpoint carries.
+template <class M>
+run_result train(const training_options& o, M& model, const std::string& name, int seed, const io::text_split& data,
+                 const io::metadata_map& meta) {
+  auto opt = adamw_for(model, o.lr, o.weight_decay);
+  const auto total = static_cast<std::size_t>(o.steps);
+  const auto schedule = cosine_for(o);
   if (!o.resume.empty()) {
     const auto saved = io::load_checkpoint(o.resume, model, opt);
     for (const auto& [key, value] : meta)

@@ -10,4 +10,5 @@
 #include "uoe/router.hpp"
 #include "uoe/selection.hpp"
 #include "uoe/smha.hpp"
+#include "uoe/spec.hpp"
 #include "uoe/uome.hpp"

@@ -1217,3 +1217,49 @@ TEST_CASE("uoe: on a device backend (emulated) a UoE block equals the CPU, with 
     CHECK(device_reads == 0);
   }
 }
+
+TEST_CASE("uoe: UoME plans carry per-token router logits, so moe::routing_stats reads them", "[uoe][stats]") {
+  for (auto paradigm : {uoe::paradigm::data, uoe::paradigm::expert}) {
+    for (std::size_t patch : {std::size_t{1}, std::size_t{4}}) {
+      rng g(51);
+      uoe::uome<double> mlp(g, {.d_model = 8, .d_ff = 16, .experts = 4, .paradigm = paradigm,
+                                .select = {.mode = uoe::mode::gated, .top_k = 2, .capacity = 0.5, .patch = patch}});
+      tape t;
+      (void)mlp(t.input(input(52, 2, 8, 8)));
+      const auto& plan = mlp.last_routing();
+      INFO("paradigm " << (paradigm == uoe::paradigm::data ? "data" : "expert") << ", patch " << patch);
+      REQUIRE(plan.logits.defined());
+      CHECK(plan.logits.extent(0) == 16);  // one row per token, also when units are patches
+      CHECK(plan.logits.extent(1) == 4);
+      moe::routing_stats st;
+      st.add(plan);
+      CHECK(st.assignments() == plan.assignments());
+    }
+  }
+}
+
+TEST_CASE("uoe: cost_of counts the dense layers' FLOPs at full capacity and the layers' parameters", "[uoe][spec]") {
+  const std::size_t d = 16, f = 64, seq = 8, heads = 4;
+  const uoe::uome_options all{.d_model = d, .d_ff = f, .experts = 4, .select = {.top_k = 4, .capacity = 1.0}};
+  CHECK(uoe::cost_of(all, seq).expert_flops == 4 * d * f);  // the dense MLP d -> F -> d
+  CHECK(uoe::cost_of(all, seq).router_flops == 2 * d * 4);
+  const uoe::smha_options att{.d_model = d, .heads = heads, .select = {.top_k = heads, .capacity = 1.0}};
+  CHECK(uoe::cost_of(att, seq).expert_flops == 8 * d * d + 4 * seq * d);  // projections, scores, values
+  // Half the capacity halves the MLP's work and the projections, quarters the scores.
+  auto half = all;
+  half.select.capacity = 0.5;
+  CHECK(uoe::cost_of(half, seq).expert_flops == 2 * d * f);
+  auto att_half = att;
+  att_half.select.capacity = 0.5;
+  CHECK(uoe::cost_of(att_half, seq).expert_flops == 4 * d * d + seq * d);
+  // Expert selection: top_k slices per token, whatever the capacity.
+  auto es = all;
+  es.paradigm = uoe::paradigm::expert, es.select.top_k = 2;
+  CHECK(uoe::cost_of(es, seq).expert_flops == 2 * d * f);
+  // Parameter counts match the layers.
+  rng g(61);
+  uoe::uome<double> mlp(g, all);
+  uoe::smha<double> sm(g, att);
+  CHECK(uoe::cost_of(all, seq).total_params == count_parameters(mlp));
+  CHECK(uoe::cost_of(att, seq).total_params == count_parameters(sm));
+}

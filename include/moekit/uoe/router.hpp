@@ -54,16 +54,19 @@ class router {
   selection_options& options() noexcept { return options_; }
   nn::linear<dyn, dyn, T, B>& gate() noexcept { return gate_; }
 
-  /// Softmax probabilities (T, E) of rows x (T, d).
+  /// Logits (T, E) of rows x (T, d).
   template <class S>
-  var<T, shape<dyn, dyn>, B> probabilities(const var<T, S, B>& x) const {
-    return reshape(softmax(gate_(x)), shape<dyn, dyn>{x.extent(0), experts()});
+  var<T, shape<dyn, dyn>, B> logits(const var<T, S, B>& x) const {
+    return reshape(gate_(x), shape<dyn, dyn>{x.extent(0), experts()});
   }
 
   /// Data selection over x (batch · seq, d).
   template <class S>
   selection<T, B> select(const var<T, S, B>& x, std::size_t batch, std::size_t seq) const {
-    return select_tokens(probabilities(x), batch, seq, options_, "uoe::router::select");
+    auto l = logits(x);  // (T, E)
+    auto sel = select_tokens(softmax(l), batch, seq, options_, "uoe::router::select");
+    sel.logits = l.value();
+    return sel;
   }
 
   /// Expert selection over x (batch · seq, d): a moe::routing plan of
@@ -78,8 +81,8 @@ class router {
     const std::size_t units = tokens / lp;
     auto pooled = lp == 1 ? reshape(x, shape<dyn, dyn>{tokens, d})
                           : mean<1>(reshape(x, shape<dyn, dyn, dyn>{units, lp, d}));  // (U, d)
-    auto logits = reshape(gate_(pooled), shape<dyn, dyn>{units, e});                    // (U, E)
-    auto p = softmax(logits);                                                           // (U, E)
+    auto unit_logits = logits(pooled);                                                  // (U, E)
+    auto p = softmax(unit_logits);                                                      // (U, E)
     auto [values, idx] = top_k(p, k);                                                   // (U, k)
     const std::size_t a = units * k * lp;
     auto token = generate<index_t, B>(shape<dyn>{a}, fn::unit_token{k, lp});            // (A)
@@ -89,7 +92,9 @@ class router {
     if (options_.mode == mode::faithful) gate = constant(ones<T, B>(shape<dyn>{a}));
     else gate = reshape(gather_rows(reshape(values, shape<dyn, 1>{units * k}), which), shape<dyn>{a});
     auto plan = moe::plan_from_assignments(tokens, e, token, expert, gate);
-    plan.logits = logits.value();
+    // Statistics read logits per token: each token gets its unit's.
+    plan.logits = lp == 1 ? unit_logits.value()
+                          : gather_rows(unit_logits.value(), generate<index_t, B>(shape<dyn>{tokens}, fn::unit_choice{lp}));
     if (options_.mode != mode::faithful && options_.balance_weight > 0) {
       auto term = moe::load_balance_loss(p, moe::expert_counts(idx, e), idx.size());
       plan.aux_terms.push_back({"load_balance", options_.balance_weight, term.value()});

@@ -75,6 +75,7 @@ struct selection {
   tensor<index_t, shape<dyn>, B> length;         // (E·batch) filled slots, or undefined when all are full
   var<T, shape<dyn>, B> weight;                  // (E·batch·c)
   var<T, scalar_shape, B> aux_loss;              // weighted load-balance loss, or undefined
+  tensor<T, shape<dyn, dyn>, B> logits;          // (T, E) the router's logits, for statistics (set by uoe::router)
 
   std::size_t rows() const noexcept { return experts * batch; }
   std::size_t size() const noexcept { return experts * batch * slots; }

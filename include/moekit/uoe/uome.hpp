@@ -57,6 +57,7 @@ moe::routing<T, B> plan_of(const selection<T, B>& sel) {
   auto expert = generate<index_t, B>(shape<dyn>{n}, fn::slot_expert{sel.batch * sel.slots});
   auto plan = moe::plan_from_assignments(sel.batch * sel.seq, sel.experts, sel.token, expert, sel.weight);
   plan.aux_loss = sel.aux_loss;
+  plan.logits = sel.logits;
   return plan;
 }
 
