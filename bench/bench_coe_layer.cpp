@@ -87,14 +87,11 @@ config parse_config(const std::string& name) {
 }
 
 std::vector<config> parse_configs(const std::string& list) {
-  std::vector<config> out;
-  for (std::size_t at = 0; at <= list.size();) {
-    const std::size_t end = std::min(list.find(',', at), list.size());
-    if (end > at) out.push_back(parse_config(list.substr(at, end - at)));
-    at = end + 1;
+  try {
+    return bench::parse_list(list, parse_config, "bench_coe_layer: --configs");
+  } catch (const std::invalid_argument& e) {
+    throw value_error(e.what());
   }
-  if (out.empty()) throw value_error("bench_coe_layer: --configs is empty");
-  return out;
 }
 
 /// Expert-matrix FLOPs of one forward: 2·T·D·3·C·(K·Fe + Fs).

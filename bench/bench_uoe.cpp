@@ -97,14 +97,11 @@ config parse_config(const std::string& name) {
 }
 
 std::vector<config> parse_configs(const std::string& list) {
-  std::vector<config> out;
-  for (std::size_t at = 0; at <= list.size();) {
-    const std::size_t end = std::min(list.find(',', at), list.size());
-    if (end > at) out.push_back(parse_config(list.substr(at, end - at)));
-    at = end + 1;
+  try {
+    return bench::parse_list(list, parse_config, "bench_uoe: --configs");
+  } catch (const std::invalid_argument& e) {
+    throw value_error(e.what());
   }
-  if (out.empty()) throw value_error("bench_uoe: --configs is empty");
-  return out;
 }
 
 /// The dense FFN d -> F -> d (GELU, biases) as a transformer_block FFN (as

@@ -15,6 +15,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -109,6 +110,20 @@ class json_line {
  private:
   std::vector<std::pair<std::string, std::string>> items_;
 };
+
+/// parse(item) for each non-empty item of a comma list; throws std::invalid_argument
+/// naming `what` when the list has none.
+template <class Parse>
+auto parse_list(const std::string& list, Parse parse, const std::string& what) {
+  std::vector<decltype(parse(std::string()))> out;
+  for (std::size_t at = 0; at <= list.size();) {
+    const std::size_t end = std::min(list.find(',', at), list.size());
+    if (end > at) out.push_back(parse(list.substr(at, end - at)));
+    at = end + 1;
+  }
+  if (out.empty()) throw std::invalid_argument(what + " is empty");
+  return out;
+}
 
 /// One core's FP32 FMA rate in GFLOP/s: 12 independent chains of vector FMAs
 /// (enough to hide latency on two FMA ports; distinct starting values, or the

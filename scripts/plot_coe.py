@@ -10,7 +10,7 @@ Needs python3-matplotlib (scripts/setup installs it).
 """
 import argparse
 import csv
-import math
+import statistics
 import sys
 from collections import defaultdict
 
@@ -27,9 +27,7 @@ def read_curves(paths):
 
 
 def mean_std(xs):
-    m = sum(xs) / len(xs)
-    s = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
-    return m, s
+    return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
 def main():

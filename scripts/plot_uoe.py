@@ -13,7 +13,7 @@ Needs python3-matplotlib; exits 77 (skipped) without it.
 """
 import argparse
 import csv
-import math
+import statistics
 import sys
 from collections import OrderedDict
 
@@ -33,9 +33,7 @@ def read_runs(paths):
 
 
 def mean_std(xs):
-    m = sum(xs) / len(xs)
-    s = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
-    return m, s
+    return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
 def main():
