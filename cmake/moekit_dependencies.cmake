@@ -5,7 +5,12 @@
 #   moekit_find_dependencies(<ok_var> <message_var> [QUIET])
 #       BLAS (OpenBLAS preferred, any BLAS accepted with a warning; imported
 #       target BLAS::BLAS), cblas.h, OpenMP (OpenMP::OpenMP_CXX), zlib
-#       (ZLIB::ZLIB; the IDX reader reads .gz data sets).
+#       (ZLIB::ZLIB; the IDX reader reads .gz data sets), and LAPACK for
+#       merge/svd.hpp (sgesdd_/dgesdd_): OpenBLAS exports it itself; with
+#       another BLAS, LAPACK::LAPACK when found. Sets MOEKIT_LAPACK_LIBRARIES
+#       (what to link besides BLAS::BLAS: empty or LAPACK::LAPACK) and
+#       MOEKIT_HAVE_LAPACK in the caller's scope; LAPACK is optional (only
+#       the merge module's SVD needs it).
 #       Sets <ok_var> to TRUE/FALSE and <message_var> to why it failed.
 #
 #   moekit_find_cuda_dependencies(<ok_var>)
@@ -78,6 +83,37 @@ function(moekit_find_dependencies ok_var message_var)
 apt-get install libopenblas-dev"
         PARENT_SCOPE)
       return()
+    endif()
+  endif()
+
+  # --- LAPACK (optional: merge/svd.hpp) ----------------------------------------
+  set(MOEKIT_LAPACK_LIBRARIES "" PARENT_SCOPE)
+  set(MOEKIT_HAVE_LAPACK FALSE PARENT_SCOPE)
+  if("CXX" IN_LIST languages)
+    if(NOT DEFINED MOEKIT_BLAS_HAS_LAPACK)
+      include(CheckCXXSourceCompiles)
+      set(CMAKE_REQUIRED_FLAGS "")
+      set(CMAKE_REQUIRED_DEFINITIONS "")
+      set(CMAKE_REQUIRED_INCLUDES "")
+      set(CMAKE_REQUIRED_LINK_OPTIONS "")
+      set(CMAKE_REQUIRED_LIBRARIES BLAS::BLAS)
+      set(CMAKE_REQUIRED_QUIET ON)
+      check_cxx_source_compiles("extern \"C\" void sgesdd_(); int main() { sgesdd_(); }" MOEKIT_BLAS_HAS_LAPACK)
+      set(CMAKE_REQUIRED_LIBRARIES "")
+    endif()
+    if(MOEKIT_BLAS_HAS_LAPACK)
+      set(MOEKIT_HAVE_LAPACK TRUE PARENT_SCOPE)
+    else()
+      if(NOT TARGET LAPACK::LAPACK)
+        find_package(LAPACK QUIET)
+      endif()
+      if(TARGET LAPACK::LAPACK)
+        set(MOEKIT_LAPACK_LIBRARIES LAPACK::LAPACK PARENT_SCOPE)
+        set(MOEKIT_HAVE_LAPACK TRUE PARENT_SCOPE)
+      elseif(NOT arg_QUIET)
+        message(STATUS "moekit: no LAPACK (the BLAS does not export sgesdd_ and none was found): "
+                       "merge/svd.hpp will not link. On Debian/Ubuntu: apt-get install libopenblas-dev")
+      endif()
     endif()
   endif()
 
