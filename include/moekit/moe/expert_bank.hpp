@@ -5,12 +5,14 @@
 // per-token ops. Weights are stored (in, out) per expert, like nn::linear.
 //
 // A bank serves E router slots with G weight sets (G = E unless shared):
-// share(slot_map) merges the slots mapped to one set into it (their mean),
-// after which the bank holds G sets, reports G in its parameter count, runs
-// each set once on the rows of all its slots and accumulates their
-// gradients into it, and saves its map with its weights. The weight matrices
-// are reachable by name (w1(), w2(), ...), and hidden_weights(visit) lists each
-// with the axis of its hidden units (what a neuron permutation reorders).
+// share(slot_map) merges the slots mapped to one set into it (their mean;
+// share(slot_map, slot_weights) their weighted mean, MC-SMoE's
+// frequency-weighted merge), after which the bank holds G sets, reports G
+// in its parameter count, runs each set once on the rows of all its slots
+// and accumulates their gradients into it, and saves its map with its
+// weights. The weight matrices are reachable by name (w1(), w2(), ...), and
+// hidden_weights(visit) lists each with the axis of its hidden units (what a
+// neuron permutation reorders).
 #pragma once
 
 #include <cmath>
@@ -82,17 +84,34 @@ H bias_activate(const H& h, const V& b, const group_offsets<B>& offsets) {
 
 /// Regroups every stacked parameter of `bank` (leading axis: weight set) from
 /// the sets of `current` to those of `next` (both over the same slots): new
-/// set g is the mean of the old sets of the slots that `next` maps to g.
+/// set g is the weighted mean Σ_{s→g} w_s·W_{current(s)} / Σ_{s→g} w_s over
+/// the slots s that `next` maps to g, one weight per slot (finite, >= 0;
+/// value_error otherwise). A set whose slots' weights sum to 0 takes their
+/// plain mean (as if all its weights were equal). Equal weights: the mean.
 template <class Bank, class B>
-void share_weight_sets(Bank& bank, slot_map<B>& current, const slot_map<B>& next) {
+void share_weight_sets(Bank& bank, slot_map<B>& current, const slot_map<B>& next, const std::vector<double>& weights) {
   if (next.slots() != current.slots())
     throw value_error("expert bank: share: the map has " + std::to_string(next.slots()) + " slots, the bank " +
                       std::to_string(current.slots()));
+  if (weights.size() != next.slots())
+    throw value_error("expert bank: share: " + std::to_string(weights.size()) + " slot weights for " +
+                      std::to_string(next.slots()) + " slots");
+  for (std::size_t s = 0; s < weights.size(); ++s)
+    if (!std::isfinite(weights[s]) || weights[s] < 0)
+      throw value_error("expert bank: share: slot " + std::to_string(s) + " has weight " + std::to_string(weights[s]) +
+                        " (weights must be finite and >= 0)");
   const auto to = next.host();
   std::vector<std::size_t> members(next.weight_sets(), 0);
-  for (index_t g : to) ++members[static_cast<std::size_t>(g)];
+  std::vector<double> total(next.weight_sets(), 0.0);
+  for (std::size_t s = 0; s < to.size(); ++s) {
+    ++members[static_cast<std::size_t>(to[s])];
+    total[static_cast<std::size_t>(to[s])] += weights[s];
+  }
   auto scale_host = tensor<double, shape<dyn>, cpu>(shape<dyn>{to.size()});
-  for (std::size_t s = 0; s < to.size(); ++s) scale_host[s] = 1.0 / static_cast<double>(members[static_cast<std::size_t>(to[s])]);
+  for (std::size_t s = 0; s < to.size(); ++s) {
+    const auto g = static_cast<std::size_t>(to[s]);
+    scale_host[s] = total[g] > 0 ? weights[s] / total[g] : 1.0 / static_cast<double>(members[g]);
+  }
   bank.parameters([&](std::string_view, auto& p) {
     using P = std::remove_cvref_t<decltype(p)>;
     using T = typename P::value_type;
@@ -132,6 +151,7 @@ struct ffn_expert {
    public:
     /// Axes of the hidden units in w1 (G, D, F), b1 (G, F) and w2 (G, F, D).
     static constexpr std::size_t w1_hidden_axis = 2, b1_hidden_axis = 1, w2_hidden_axis = 1;
+    static constexpr activation act = Act;  // what activation matching recomputes
 
     explicit bank(rng& g, std::size_t e = E, std::size_t d = D, std::size_t f = F)
         : w1_(detail::stacked_weight<shape<dyn, D, F>, T, B>(g, e, d, f)),
@@ -155,8 +175,12 @@ struct ffn_expert {
     std::size_t experts() const noexcept { return slots_.slots(); }         // E, router slots
     std::size_t weight_sets() const noexcept { return w1_.extent(0); }     // G
     const slot_map<B>& slots() const noexcept { return slots_; }
-    /// Serves the slots through `m`: slots mapped to one set share its weights.
-    void share(const slot_map<B>& m) { detail::share_weight_sets(*this, slots_, m); }
+    /// Serves the slots through `m`: slots mapped to one set share its weights
+    /// (their mean; with `slot_weights`, one per slot, their weighted mean).
+    void share(const slot_map<B>& m) { share(m, std::vector<double>(m.slots(), 1.0)); }
+    void share(const slot_map<B>& m, const std::vector<double>& slot_weights) {
+      detail::share_weight_sets(*this, slots_, m, slot_weights);
+    }
 
     auto& w1() noexcept { return w1_; }  // (G, D, F)
     auto& b1() noexcept { return b1_; }  // (G, F), unset without biases
@@ -220,8 +244,12 @@ struct swiglu_expert {
     std::size_t experts() const noexcept { return slots_.slots(); }          // E, router slots
     std::size_t weight_sets() const noexcept { return w_gate_.extent(0); }  // G
     const slot_map<B>& slots() const noexcept { return slots_; }
-    /// Serves the slots through `m`: slots mapped to one set share its weights.
-    void share(const slot_map<B>& m) { detail::share_weight_sets(*this, slots_, m); }
+    /// Serves the slots through `m`: slots mapped to one set share its weights
+    /// (their mean; with `slot_weights`, one per slot, their weighted mean).
+    void share(const slot_map<B>& m) { share(m, std::vector<double>(m.slots(), 1.0)); }
+    void share(const slot_map<B>& m, const std::vector<double>& slot_weights) {
+      detail::share_weight_sets(*this, slots_, m, slot_weights);
+    }
 
     auto& w_gate() noexcept { return w_gate_; }  // (G, D, F)
     auto& w_up() noexcept { return w_up_; }      // (G, D, F)
