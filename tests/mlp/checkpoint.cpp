@@ -174,3 +174,24 @@ TEST_CASE("checkpoint: bad files are io_errors and change nothing", "[mlp][check
   REQUIRE_THROWS_WITH(io::load_optimizer_state(opt_b, io::read_safetensors(stray.path)), Catch::Contains("optim.ghost.buffer0"));
   CHECK(opt_b.steps() == 0);
 }
+
+TEST_CASE("checkpoint: buffers (batch-norm running statistics) round trip", "[mlp][checkpoint]") {
+  using bn = nn::batch_norm1d<5>;
+  bn trained(5), fresh(5);
+  rng g(3);
+  {
+    tape t;
+    (void)trained(t.input(normal<float>(g, shape<dyn, 5>{32}) * 3.0f + 1.0f));  // training mode: statistics move
+  }
+  optim::sgd<float> opt(trained, {.lr = 0.1});
+  optim::sgd<float> opt2(fresh, {.lr = 0.1});
+  temp_file file("bn_checkpoint");
+  io::save_checkpoint(file.path, trained, opt);
+  REQUIRE(io::read_safetensors(file.path).find("running_mean"));
+  io::load_checkpoint(file.path, fresh, opt2);
+  for (std::size_t i = 0; i < 5; ++i) {
+    REQUIRE(trained.running_mean()[i] != 0.0f);
+    REQUIRE(fresh.running_mean()[i] == trained.running_mean()[i]);
+    REQUIRE(fresh.running_var()[i] == trained.running_var()[i]);
+  }
+}

@@ -1,5 +1,6 @@
 // moekit/io/checkpoint.hpp — a training checkpoint in one safetensors file:
-// the model's parameters under their dotted names, the optimizer's state
+// the model's parameters and buffers (running statistics, a shared bank's
+// slot map, a packed bank's layout) under their dotted names, the optimizer's state
 // under "optim." (io/optimizer_state.hpp) and string metadata (epoch, ...).
 //
 //   io::save_checkpoint("run.safetensors", model, opt, {{"epoch", "3"}});
@@ -26,11 +27,12 @@
 
 namespace moekit::io {
 
-/// Writes model parameters, optimizer state and `metadata` to `path` atomically.
+/// Writes model parameters and buffers, optimizer state and `metadata` to `path` atomically.
 template <parameterized M, class Opt>
 void save_checkpoint(const std::filesystem::path& path, M& model, const Opt& opt, metadata_map metadata = {}) {
   std::vector<tensor_record> records;
   visit_parameters(model, [&](const std::string& name, auto& p) { records.push_back(record_of(name, p.value())); });
+  visit_buffers(model, [&](const std::string& name, auto& t) { records.push_back(record_of(name, t)); });
   for (auto& r : optimizer_state_records(opt, optimizer_prefix)) records.push_back(std::move(r));
   metadata.try_emplace("format", "pt");
   save_safetensors(path, records, metadata);
@@ -51,11 +53,17 @@ metadata_map load_checkpoint(const std::filesystem::path& path, M& model, Opt& o
     (void)file.expect(name, dtype_name<T>(), e);
     params.insert(name);
   });
+  visit_buffers(model, [&](const std::string& name, const auto& t) {
+    using X = std::remove_cvref_t<decltype(t)>;
+    (void)file.expect(name, dtype_name<typename X::value_type>(), t.shape().extents());
+    params.insert(name);
+  });
   for (const auto& r : file.tensors)
     if (!params.contains(r.name) && !r.name.starts_with(optimizer_prefix))
       detail::safetensors_fail(path, r.name, "neither a parameter of the model nor optimizer state");
   load_optimizer_state(opt, file, optimizer_prefix);  // all or nothing itself; the model checks are done
   visit_parameters(model, [&](const std::string& name, auto& p) { copy_into(file, name, p.value()); });
+  visit_buffers(model, [&](const std::string& name, const auto& t) { copy_into(file, name, t); });
   return file.metadata;
 }
 
