@@ -19,9 +19,13 @@
 #include <moekit/coe.hpp>
 #include <moekit/moe/transformer_block.hpp>
 
+#include "../support/compare.hpp"
+
 using namespace moekit;
 
 namespace {
+
+using testing::max_diff;
 
 constexpr std::size_t D = 6, F = 5, E = 4, T = 8;
 using router_t = moe::top_k_router<D, E, 2, double>;
@@ -38,12 +42,6 @@ router_t spread_router(rng& g, moe::top_k_options o = {}) {
 tensor<double, shape<dyn, D>> input(std::uint64_t seed, std::size_t tokens = T) {
   rng g(seed);
   return normal<double>(g, shape<dyn, D>{tokens});
-}
-
-double max_diff(const tensor<double, shape<dyn, D>>& a, const tensor<double, shape<dyn, D>>& b) {
-  double m = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(a.data()[i] - b.data()[i]));
-  return m;
 }
 
 template <class M>

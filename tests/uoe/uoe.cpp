@@ -28,24 +28,19 @@
 #include <moekit/nn/embedding.hpp>
 #include <moekit/nn/linear.hpp>
 #include <moekit/uoe.hpp>
+#include "../support/compare.hpp"
 
 using namespace moekit;
 
 namespace {
+
+using testing::max_diff;
 
 using x3 = tensor<double, shape<dyn, dyn, dyn>>;
 
 x3 input(std::uint64_t seed, std::size_t batch, std::size_t seq, std::size_t d) {
   rng g(seed);
   return normal<double>(g, shape<dyn, dyn, dyn>{batch, seq, d});
-}
-
-template <class A, class B>
-double max_diff(const A& a, const B& b) {
-  REQUIRE(a.size() == b.size());
-  double m = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(double(a.data()[i]) - double(b.data()[i])));
-  return m;
 }
 
 template <class P>
@@ -64,13 +59,6 @@ std::vector<double> by_column_slices(const std::vector<double>& w, std::size_t i
     for (std::size_t i = 0; i < in; ++i)
       for (std::size_t j = 0; j < width; ++j) s[(p * in + i) * width + j] = w[i * out + p * width + j];
   return s;
-}
-
-double max_diff(const std::vector<double>& a, const std::vector<double>& b) {
-  REQUIRE(a.size() == b.size());
-  double m = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(a[i] - b[i]));
-  return m;
 }
 
 bool all_zero(const std::vector<double>& v) {
