@@ -76,6 +76,7 @@ namespace {
 
 struct options {
   std::string task = "fashion", data, model = "B_2-Wi_64", kinds = "ffn,swiglu", groups = "8,4", csv;
+  std::string similarity = "router-logits";
   int seeds = 3, seed = 0, experts = 16, k = 1;
   int steps = 0, recover_steps = 0, compress_steps = 0, batch = 0;  // 0: the task's default
   int threads = 2, train_subset = 0, calibration = 0, rank = 8, eval_batch = 1000, prune_warmup = 50;
@@ -387,6 +388,7 @@ struct row {
   std::size_t groups = 0;  // average weight sets per MoE layer (E before merging)
   std::size_t params = 0, expert_params = 0, bytes = 0;
   double flops = 0, score = 0, seconds = 0;
+  double stable_rank = 0;  // mean Σs²/max(s)² of the expert matrices (per weight set); 0: not measured
 };
 
 template <class M>
@@ -396,6 +398,33 @@ std::size_t expert_parameters(M& model) {
     if (name.find(".experts.") != std::string::npos) n += p.size();
   });
   return n;
+}
+
+/// The mean stable rank Σs²/max(s)² over every weight set of every expert
+/// matrix of the model's MoE layers (a compressed model: of the weights it was
+/// compressed from). MC-SMoE logs it to show that merged experts are lower-dimensional.
+template <class M>
+double mean_stable_rank(M& model) {
+  double sum = 0;
+  std::size_t n = 0;
+  merge::for_each_moe_layer(model, [&](std::size_t, auto& layer) {
+    auto& bank = layer.experts();
+    if constexpr (requires { bank.stable_ranks(); }) {
+      for (const auto& [name, ranks] : bank.stable_ranks())
+        for (double r : ranks) sum += r, ++n;
+    } else {
+      visit_parameters(bank, [&](const std::string&, auto& p) {
+        const auto e = p.shape().extents();
+        if (e.size() != 3) return;  // biases
+        for (std::size_t g = 0; g < e[0]; ++g) {
+          tensor<float, shape<dyn, dyn>> w(shape<dyn, dyn>{e[1], e[2]});  // (in, out) of weight set g
+          std::copy_n(p.value().data() + g * e[1] * e[2], e[1] * e[2], w.data());
+          sum += merge::stable_rank(merge::thin_svd(w).s), ++n;
+        }
+      });
+    }
+  });
+  return n ? sum / double(n) : 0;
 }
 
 template <class Task>
@@ -435,6 +464,12 @@ class pipeline {
     for (const auto& st : calib.routing) {
       usage.push_back(o_.k == 1 ? st.usage() : st.selection_frequency());  // top-k > 1 counts every choice
       similarity.push_back(st.logit_similarity());
+    }
+    if (o_.similarity == "weights") {  // the alternative: (cos + 1)/2 of the experts' flattened weights
+      similarity.clear();
+      merge::for_each_moe_layer(teacher, [&](std::size_t, auto& layer) {
+        similarity.push_back(merge::weight_similarity(layer.experts()));
+      });
     }
 
     for (int gc : group_counts) {
@@ -557,6 +592,9 @@ class pipeline {
     row r{.seed = seed, .kind = kind, .stage = stage, .groups = groups};
     r.bytes = static_cast<std::size_t>(std::filesystem::file_size(path));
     std::filesystem::remove(path);
+    r.stable_rank = stage == "aligned" || stage == "unaligned" || stage == "uniform" || stage == "random"
+                        ? 0
+                        : mean_stable_rank(model);  // compressed: the ranks recorded at compression
     r.params = count_parameters(fresh);
     r.expert_params = expert_parameters(fresh);
     r.score = task_.evaluate(fresh).score;
@@ -570,8 +608,9 @@ class pipeline {
                  stage.c_str(), groups, Task::score_name, r.score, r.params, r.bytes);
     rows_.push_back(r);
     if (csv_) {
-      std::fprintf(csv_, "%s,%d,%s,%s,%zu,%zu,%zu,%zu,%.0f,%.5f,%.2f\n", o_.task.c_str(), r.seed, r.kind.c_str(),
-                   r.stage.c_str(), r.groups, r.params, r.expert_params, r.bytes, r.flops, r.score, r.seconds);
+      std::fprintf(csv_, "%s,%d,%s,%s,%zu,%zu,%zu,%zu,%.0f,%.5f,%.2f,%.3f\n", o_.task.c_str(), r.seed, r.kind.c_str(),
+                   r.stage.c_str(), r.groups, r.params, r.expert_params, r.bytes, r.flops, r.score, r.seconds,
+                   r.stable_rank);
       std::fflush(csv_);
     }
   }
@@ -623,7 +662,7 @@ int run_all(const options& o, Task& task, const std::vector<int>& group_counts, 
   if (!o.csv.empty()) {
     csv = std::fopen(o.csv.c_str(), "w");
     if (!csv) throw io_error("--csv: cannot write " + o.csv);
-    std::fprintf(csv, "task,seed,kind,stage,groups,params,expert_params,bytes,flops,score,seconds\n");
+    std::fprintf(csv, "task,seed,kind,stage,groups,params,expert_params,bytes,flops,score,seconds,stable_rank\n");
   }
   std::vector<row> rows;
   pipeline<Task> p(o, task, rows, csv);
@@ -640,30 +679,30 @@ int run_all(const options& o, Task& task, const std::vector<int>& group_counts, 
   struct summary {
     std::string kind, stage;
     std::size_t groups = 0;
-    std::vector<double> score, params, bytes, flops, seconds;
+    std::vector<double> score, params, bytes, flops, seconds, stable_rank;
   };
   std::vector<summary> table;
   for (const auto& r : rows) {
     auto it = std::find_if(table.begin(), table.end(), [&](const summary& s) {
       return s.kind == r.kind && s.stage == r.stage && s.groups == r.groups;
     });
-    if (it == table.end()) it = table.insert(table.end(), summary{r.kind, r.stage, r.groups, {}, {}, {}, {}, {}});
+    if (it == table.end()) it = table.insert(table.end(), summary{r.kind, r.stage, r.groups, {}, {}, {}, {}, {}, {}});
     it->score.push_back(r.score), it->params.push_back(double(r.params)), it->bytes.push_back(double(r.bytes));
-    it->flops.push_back(r.flops), it->seconds.push_back(r.seconds);
+    it->flops.push_back(r.flops), it->seconds.push_back(r.seconds), it->stable_rank.push_back(r.stable_rank);
   }
   std::map<std::string, std::pair<double, double>> full;  // kind -> (bytes, flops) of the full model
   for (const auto& s : table)
     if (s.stage == "full") full[s.kind] = {mean_of(s.bytes), mean_of(s.flops)};
   const char* unit = Task::higher_is_better ? "%" : "";
   const double scale = Task::higher_is_better ? 100 : 1;
-  std::printf("\n%-7s %-10s %3s %10s %10s %7s %11s %7s %8s   %s (mean ± std over %d seeds)\n", "kind", "stage", "G",
-              "params", "bytes", "memory", "FLOPs", "FLOPs", "seconds", Task::score_name, o.seeds);
+  std::printf("\n%-7s %-10s %3s %10s %10s %7s %11s %7s %8s %7s   %s (mean ± std over %d seeds)\n", "kind", "stage",
+              "G", "params", "bytes", "memory", "FLOPs", "FLOPs", "seconds", "s-rank", Task::score_name, o.seeds);
   for (const auto& s : table) {
     const auto [fb, ff] = full[s.kind];
-    std::printf("%-7s %-10s %3zu %10.0f %10.0f %6.1f%% %11.0f %6.1f%% %8.1f   %.4f%s ± %.4f\n", s.kind.c_str(),
+    std::printf("%-7s %-10s %3zu %10.0f %10.0f %6.1f%% %11.0f %6.1f%% %8.1f %7.2f   %.4f%s ± %.4f\n", s.kind.c_str(),
                 s.stage.c_str(), s.groups, mean_of(s.params), mean_of(s.bytes), 100 * mean_of(s.bytes) / fb,
-                mean_of(s.flops), 100 * mean_of(s.flops) / ff, mean_of(s.seconds), scale * mean_of(s.score), unit,
-                scale * std_of(s.score));
+                mean_of(s.flops), 100 * mean_of(s.flops) / ff, mean_of(s.seconds), mean_of(s.stable_rank),
+                scale * mean_of(s.score), unit, scale * std_of(s.score));
   }
   std::printf("{\"example\": \"mcsmoe\", \"task\": \"%s\", \"experts\": %d, \"k\": %d, \"seeds\": %d, \"threads\": %d, "
               "\"blas_core\": \"%s\", \"seconds\": %.1f, \"rows\": [",
@@ -671,9 +710,9 @@ int run_all(const options& o, Task& task, const std::vector<int>& group_counts, 
   for (std::size_t i = 0; i < table.size(); ++i) {
     const auto& s = table[i];
     std::printf("%s{\"kind\": \"%s\", \"stage\": \"%s\", \"groups\": %zu, \"params\": %.0f, \"bytes\": %.0f, "
-                "\"flops\": %.0f, \"score_mean\": %.5f, \"score_std\": %.5f}",
+                "\"flops\": %.0f, \"stable_rank\": %.3f, \"score_mean\": %.5f, \"score_std\": %.5f}",
                 i ? ", " : "", s.kind.c_str(), s.stage.c_str(), s.groups, mean_of(s.params), mean_of(s.bytes),
-                mean_of(s.flops), mean_of(s.score), std_of(s.score));
+                mean_of(s.flops), mean_of(s.stable_rank), mean_of(s.score), std_of(s.score));
   }
   std::printf("]}\n");
 
@@ -724,6 +763,7 @@ int main(int argc, char** argv) try {
   cli.add("temperature", o.temperature, "distillation temperature T (the reference: 2)");
   cli.add("kd-t2", o.kd_t2, "scale the distillation term by T^2 (the reference does not)");
   cli.add("train-routers", o.train_routers, "let the fine-tunes train the routers (the reference freezes them)");
+  cli.add("similarity", o.similarity, "how members pick their dominant expert: router-logits (MC-SMoE's default) | weights");
   cli.add("calibration", o.calibration, "samples whose routing gives usage and similarity (0: 2048 images, 256 windows)");
   cli.add("rank", o.rank, "rank r of L·R in the compression (the reference: 32 of 768)");
   cli.add("keep", o.keep, "final share of the sparse parts' output units kept, one threshold (the reference: 0.1)");
@@ -747,6 +787,8 @@ int main(int argc, char** argv) try {
                                 {"--kd-weight", o.kd_weight}, {"--weight-decay", o.weight_decay}})
     if (!(v >= 0 && std::isfinite(v))) throw value_error(std::string(name) + " must be finite and >= 0");
   if (!(o.temperature > 0)) throw value_error("--temperature must be positive");
+  if (o.similarity != "router-logits" && o.similarity != "weights")
+    throw value_error("--similarity: '" + o.similarity + "' is neither router-logits nor weights");
   const auto group_counts = int_list("groups", o.groups);
   for (int g : group_counts)
     if (g < 1 || g > o.experts) throw value_error("--groups: " + std::to_string(g) + " is not in [1, --experts]");
