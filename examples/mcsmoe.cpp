@@ -39,7 +39,7 @@
 // the kept units, averaged over weight sets), the score, and seconds.
 //
 //   build/bin/mcsmoe                                     # fashion, FFN and SwiGLU, G = 8 and 4, 3 seeds (~6 min)
-//   build/bin/mcsmoe --task text                         # the same on tinyshakespeare (~35 min at 1 thread)
+//   build/bin/mcsmoe --task text                         # the same on tinyshakespeare (~1 hour at 1 thread)
 //   build/bin/mcsmoe --kinds ffn --seeds 1 --steps 500   # one quick run
 //   build/bin/mcsmoe --csv runs.csv && python3 scripts/plot_mcsmoe.py runs.csv -o docs/mcsmoe_results.png
 //
