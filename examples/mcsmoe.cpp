@@ -86,9 +86,7 @@ struct options {
   bool kd_t2 = false, train_routers = false;
 };
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
+using examples::seconds_since;
 
 using router_t = moe::top_k_router<dyn, dyn, dyn, float, cpu>;
 using ffn_spec = moe::ffn_expert<dyn, dyn, moe::activation::relu, false>;
@@ -638,18 +636,9 @@ std::vector<int> int_list(const std::string& flag, const std::string& text) {
   return out;
 }
 
-double mean_of(const std::vector<double>& v) {
-  double s = 0;
-  for (double x : v) s += x;
-  return v.empty() ? 0 : s / double(v.size());
-}
-double std_of(const std::vector<double>& v) {
-  if (v.size() < 2) return 0;
-  const double m = mean_of(v);
-  double s = 0;
-  for (double x : v) s += (x - m) * (x - m);
-  return std::sqrt(s / double(v.size() - 1));
-}
+/// Mean and sample standard deviation of a list (examples::mean_std).
+double mean_of(const std::vector<double>& v) { return examples::mean_std::of(v, [](double x) { return x; }).mean; }
+double std_of(const std::vector<double>& v) { return examples::mean_std::of(v, [](double x) { return x; }).std; }
 
 /// Runs every seed and kind on `task`, prints the table and the JSON line;
 /// returns the exit status (1 when a trained stage misses --min-accuracy / --max-loss).
