@@ -20,7 +20,11 @@
 #       also CUDAToolkit_{FOUND,VERSION,BIN_DIR,INCLUDE_DIRS,LIBRARY_DIR,
 #       LIBRARY_ROOT,NVCC_EXECUTABLE} in the caller's scope.
 #
-# Both are functions: result variables of the Find modules stay local, the
+#   moekit_find_mpi_dependencies(<ok_var>)
+#       Optional: MPI's C interface as MPI::MPI_CXX (the deprecated C++
+#       bindings skipped), for moekit::dist. Sets <ok_var> TRUE when found.
+#
+# All are functions: result variables of the Find modules stay local, the
 # imported targets they create are directory-scoped and stay visible.
 
 include_guard(GLOBAL)
@@ -194,4 +198,17 @@ function(moekit_find_cuda_dependencies ok_var)
     set(CUDAToolkit_${var} "${CUDAToolkit_${var}}" PARENT_SCOPE)
   endforeach()
   set(${ok_var} TRUE PARENT_SCOPE)
+endfunction()
+
+function(moekit_find_mpi_dependencies ok_var)
+  set(MPI_CXX_SKIP_MPICXX ON)
+  if(NOT TARGET MPI::MPI_CXX)
+    find_package(MPI QUIET COMPONENTS CXX)
+  endif()
+  if(TARGET MPI::MPI_CXX)
+    set(${ok_var} TRUE PARENT_SCOPE)
+    set(MPI_CXX_LIBRARIES "${MPI_CXX_LIBRARIES}" PARENT_SCOPE)
+  else()
+    set(${ok_var} FALSE PARENT_SCOPE)
+  endif()
 endfunction()

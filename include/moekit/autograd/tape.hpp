@@ -56,6 +56,17 @@ class tape {
     return var<T, S, B>(std::move(out), this, &obj->cell);
   }
 
+  /// Records an op whose backward runs in every backward pass, with a zero
+  /// gradient when none reached its output: a collective that every process
+  /// must join in the same order (dist/exchange.hpp), whatever its own
+  /// gradients are.
+  template <class T, class S, class B, class F>
+  var<T, S, B> record_collective(tensor<T, S, B> out, F&& f) {
+    using obj_t = collective_node<T, S, B, std::decay_t<F>>;
+    auto* obj = emplace<obj_t>(&obj_t::run, std::forward<F>(f), out.shape());
+    return var<T, S, B>(std::move(out), this, &obj->cell);
+  }
+
   /// Backpropagates from a one-element root (a loss), seeding d(root) = 1.
   template <class T, class S, class B>
   void backward(const var<T, S, B>& root) {
@@ -103,6 +114,20 @@ class tape {
       auto* self = static_cast<op_node*>(p);
       if (!self->cell.grad.defined()) return;
       auto dy = std::move(self->cell.grad);
+      self->cell.grad = {};
+      self->f(dy);
+    }
+  };
+
+  template <class T, class S, class B, class F>
+  struct collective_node {
+    collective_node(F fn, S s) : f(std::move(fn)), out_shape(s) {}
+    F f;
+    S out_shape;
+    detail::grad_cell<T, S, B> cell;
+    static void run(void* p) {
+      auto* self = static_cast<collective_node*>(p);
+      auto dy = self->cell.grad.defined() ? std::move(self->cell.grad) : zeros<T, B>(self->out_shape);
       self->cell.grad = {};
       self->f(dy);
     }

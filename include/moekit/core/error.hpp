@@ -37,4 +37,11 @@ class cuda_error : public error {
   using error::error;
 };
 
+/// A failed call of the process transport (MPI, NCCL); the message names the
+/// call and the op: `dist: MPI_Alltoallv (expert_parallel forward): ...`.
+class dist_error : public error {
+ public:
+  using error::error;
+};
+
 }  // namespace moekit

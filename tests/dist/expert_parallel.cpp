@@ -1,0 +1,178 @@
+// dist::expert_parallel against one process: P ranks, each with its T tokens,
+// give the outputs and every gradient of one process that runs the same
+// moe::layer on each rank's T tokens in turn (routing groups are per rank).
+#include <catch2/catch.hpp>
+
+#include <moekit/dist/data_parallel.hpp>
+#include <moekit/dist/expert_parallel.hpp>
+#include <moekit/moe.hpp>
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "../support/compare.hpp"
+
+using namespace moekit;
+using moekit::testing::max_diff;
+
+namespace {
+
+constexpr std::size_t d_model = 6, d_ff = 5, experts = 8, tokens = 12;  // tokens per rank
+using ffn = moe::ffn_expert<d_model, d_ff>;
+
+/// x and the output weights of every rank (the same on every rank).
+struct global_batch {
+  std::vector<tensor<double, shape<dyn, dyn>, cpu>> x, w;  // per rank: (tokens, d_model)
+};
+global_batch make_batch(std::size_t ranks, std::uint64_t seed) {
+  rng g(seed);
+  global_batch b;
+  for (std::size_t r = 0; r < ranks; ++r) {
+    b.x.push_back(normal<double>(g, shape<dyn, dyn>{tokens, d_model}));
+    b.w.push_back(normal<double>(g, shape<dyn, dyn>{tokens, d_model}));
+  }
+  return b;
+}
+
+/// Gradients by parameter name.
+template <class M>
+std::map<std::string, tensor<double, shape<dyn>, cpu>> grads_of(M& model) {
+  std::map<std::string, tensor<double, shape<dyn>, cpu>> out;
+  for (auto& v : parameter_views<double>(model)) out[v.name] = v.grad.clone();
+  return out;
+}
+
+/// One process runs `full` on every rank's tokens; this rank runs `ep` on its
+/// own; outputs, input gradients and every parameter gradient must agree.
+template <class Full, class EP>
+void check_against_one_process(Full& full, EP& ep, const dist::communicator& comm, std::uint64_t seed) {
+  const auto b = make_batch(comm.ranks(), seed);
+  const auto r = static_cast<std::size_t>(comm.rank());
+  // The reference: every rank's tokens through the whole layer, loss summed.
+  std::vector<tensor<double, shape<dyn, dyn>, cpu>> ref_y, ref_dx;
+  {
+    tape t;
+    std::vector<var<double, shape<dyn, dyn>, cpu>> xs;
+    var<double, scalar_shape, cpu> loss;
+    for (std::size_t s = 0; s < comm.ranks(); ++s) {
+      xs.push_back(t.variable(b.x[s].clone()));
+      auto y = full(xs.back());
+      ref_y.push_back(y.value().clone());
+      auto l = sum(y * t.input(b.w[s]));
+      loss = s == 0 ? l : loss + l;
+    }
+    t.backward(loss);
+    for (auto& x : xs) ref_dx.push_back(x.grad().clone());
+  }
+  const auto ref = grads_of(full);
+  // This rank's part.
+  tape t;
+  auto x = t.variable(b.x[r].clone());
+  auto y = ep(x);
+  t.backward(sum(y * t.input(b.w[r])));
+  CHECK(max_diff(y.value(), ref_y[r]) < 1e-12);
+  CHECK(max_diff(x.grad(), ref_dx[r]) < 1e-12);
+  // Replicated parameters: each rank holds its tokens' part; summed over ranks
+  // they are the reference's. Expert weights: this rank's sets' rows.
+  dist::synchronize_gradients<double>(comm, ep, dist::reduction::sum);
+  const std::size_t sets = ep.experts().weight_sets(), first = ep.first_set();
+  for (auto& [name, g] : grads_of(ep)) {
+    INFO("rank " << r << " gradient " << name);
+    REQUIRE(ref.count(name) == 1);
+    const auto& whole = ref.at(name);
+    if (name.rfind("experts.", 0) == 0) {
+      const std::size_t per_set = whole.size() / full.experts().weight_sets();
+      CHECK(g.size() == sets * per_set);
+      CHECK(max_diff(g, whole.rows(first * per_set, (first + sets) * per_set)) < 1e-12);
+    } else {
+      CHECK(max_diff(g, whole) < 1e-12);
+    }
+  }
+}
+
+template <class Router, class Bank, class Shared>
+auto build(Router router, Bank bank, std::optional<Shared> shared) {
+  return moe::layer<Router, ffn, double>(std::move(router), std::move(bank), std::move(shared));
+}
+
+}  // namespace
+
+TEST_CASE("expert_parallel: top-2, dropless, load-balance loss", "[dist]") {
+  auto comm = dist::communicator::world();
+  using router_t = moe::top_k_router<d_model, experts, 2, double>;
+  using layer_t = moe::layer<router_t, ffn, double>;
+  auto make = [] {
+    rng g(3);
+    router_t router(g, {.load_balance_weight = 0.01, .z_loss_weight = 0.001});
+    typename layer_t::bank_type bank(g);
+    return layer_t(std::move(router), std::move(bank));
+  };
+  auto full = make();
+  auto ep = dist::expert_parallel<router_t, ffn, double>::shard(comm, make());
+  CHECK(ep.experts().weight_sets() == experts / comm.ranks());
+  check_against_one_process(full, ep, comm, 17);
+}
+
+TEST_CASE("expert_parallel: top-2 with a capacity that drops, and a shared expert", "[dist]") {
+  auto comm = dist::communicator::world();
+  using router_t = moe::top_k_router<d_model, experts, 2, double>;
+  using layer_t = moe::layer<router_t, ffn, double>;
+  auto make = [] {
+    rng g(5);
+    router_t router(g, {.capacity_factor = 0.5, .load_balance_weight = 0.01});
+    typename layer_t::bank_type bank(g);
+    return layer_t(std::move(router), std::move(bank), typename layer_t::shared_type(g));
+  };
+  auto full = make();
+  auto ep = dist::expert_parallel<router_t, ffn, double>::shard(comm, make());
+  check_against_one_process(full, ep, comm, 19);
+  CHECK(ep.last_routing().dropped > 0);  // the capacity did drop tokens on this rank
+}
+
+TEST_CASE("expert_parallel: expert choice", "[dist]") {
+  auto comm = dist::communicator::world();
+  using router_t = moe::expert_choice_router<d_model, experts, double>;
+  using layer_t = moe::layer<router_t, ffn, double>;
+  auto make = [] {
+    rng g(7);
+    router_t router(g, {.capacity_factor = 1.5});
+    typename layer_t::bank_type bank(g);
+    return layer_t(std::move(router), std::move(bank));
+  };
+  auto full = make();
+  auto ep = dist::expert_parallel<router_t, ffn, double>::shard(comm, make());
+  check_against_one_process(full, ep, comm, 23);
+}
+
+TEST_CASE("expert_parallel: a merged bank (8 slots, 4 weight sets) shards by weight set", "[dist]") {
+  auto comm = dist::communicator::world();
+  using router_t = moe::top_k_router<d_model, experts, 2, double>;
+  using layer_t = moe::layer<router_t, ffn, double>;
+  auto make = [] {
+    rng g(9);
+    router_t router(g, {});
+    typename layer_t::bank_type bank(g);
+    layer_t l(std::move(router), std::move(bank));
+    l.experts().share(moe::slot_map<cpu>({0, 1, 2, 3, 3, 2, 1, 0}));
+    return l;
+  };
+  auto full = make();
+  if (4 % comm.ranks() != 0) return;
+  auto ep = dist::expert_parallel<router_t, ffn, double>::shard(comm, make());
+  CHECK(ep.experts().weight_sets() == 4 / comm.ranks());
+  check_against_one_process(full, ep, comm, 29);
+}
+
+TEST_CASE("expert_parallel: clear errors", "[dist]") {
+  auto comm = dist::communicator::world();
+  using router_t = moe::top_k_router<d_model, dyn, 1, double>;
+  using layer_t = moe::layer<router_t, ffn, double>;
+  rng g(1);
+  const std::size_t e = comm.ranks() + 1;  // never divisible by P > 1
+  layer_t full(router_t(g, {}, d_model, e), typename layer_t::bank_type(g, e));
+  if (comm.ranks() > 1)
+    CHECK_THROWS_WITH((dist::expert_parallel<router_t, ffn, double>::shard(comm, std::move(full))),
+                      Catch::Contains("do not divide over"));
+}
