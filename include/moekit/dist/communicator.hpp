@@ -183,6 +183,28 @@ class communicator {
     return communicator(MPI_COMM_WORLD);
   }
 
+  /// This process alone (MPI_COMM_SELF): one rank.
+  static communicator self() {
+    if (!environment::active())
+      throw dist_error("dist: communicator::self: MPI is not initialised (create a moekit::dist::environment first)");
+    return communicator(MPI_COMM_SELF);
+  }
+
+  /// The ranks with the same `color`, ordered by `key` (MPI_Comm_split): e.g.
+  /// split(rank / 2, rank) makes groups of two. The new communicator is freed
+  /// when its last copy goes.
+  communicator split(int color, int key) const {
+    MPI_Comm c = MPI_COMM_NULL;
+    detail::check(MPI_Comm_split(comm_, color, key, &c), "MPI_Comm_split", "split");
+    detail::check(MPI_Comm_set_errhandler(c, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler", "split");
+    communicator out(c);
+    out.owned_ = std::shared_ptr<void>(nullptr, [c](void*) mutable {
+      int fin = 0;
+      if (MPI_Finalized(&fin) == MPI_SUCCESS && !fin) MPI_Comm_free(&c);
+    });
+    return out;
+  }
+
   int rank() const noexcept { return rank_; }
   int size() const noexcept { return size_; }
   /// size() as a count.
@@ -274,6 +296,7 @@ class communicator {
 
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
+  std::shared_ptr<void> owned_;  // frees a communicator this one made (split)
 };
 
 }  // namespace moekit::dist

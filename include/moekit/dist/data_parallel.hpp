@@ -16,6 +16,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstring>
 #include <string>
@@ -104,6 +105,31 @@ void synchronize_gradients(const communicator& comm, M& model, reduction r = red
   }
   flush();  // every rank flushes the same buckets: the parameters are listed alike
   if (r == reduction::mean) optim::scale_grads(views, 1.0 / static_cast<double>(comm.ranks()));
+}
+
+/// Clips the gradients of every parameter of element type T to the global L2
+/// norm `max_norm`, the norm one process would see: replicated gradients
+/// (synchronised already: call this after synchronize_gradients) counted
+/// once, sharded ones summed over ranks. Returns the norm before clipping.
+template <class T = float, backend B = cpu, parameterized M>
+double clip_grad_norm(const communicator& comm, M& model, double max_norm) {
+  if (!(max_norm >= 0)) throw value_error("dist::clip_grad_norm: max_norm = " + std::to_string(max_norm) + " must be >= 0");
+  const auto sharded = sharded_paths(model);
+  auto views = parameter_views<T, B>(model);
+  double squares[2] = {0, 0};  // replicated, sharded
+  for (const auto& v : views) {
+    if (!v.grad.defined()) continue;
+    const auto host = v.grad.template to<cpu>();
+    double s = 0;
+    for (std::size_t i = 0; i < host.size(); ++i) s += static_cast<double>(host[i]) * static_cast<double>(host[i]);
+    squares[is_sharded(v.name, sharded) ? 1 : 0] += s;
+  }
+  comm.all_reduce_sum(&squares[1], 1, "clip_grad_norm");
+  const double norm = std::sqrt(squares[0] + squares[1]);
+  if (!std::isfinite(norm)) throw value_error("dist::clip_grad_norm: the total gradient norm is not finite");
+  const double coef = max_norm / (norm + 1e-6);
+  if (coef < 1.0) optim::scale_grads(views, coef);
+  return norm;
 }
 
 /// Copies rank `root`'s values of every replicated parameter to every rank

@@ -44,8 +44,8 @@ void save_checkpoint(const std::filesystem::path& path, M& model, const Opt& opt
 /// or has another shape or dtype, when the optimizer state does not fit, or
 /// when the file holds tensors that are neither.
 template <parameterized M, class Opt>
-metadata_map load_checkpoint(const std::filesystem::path& path, M& model, Opt& opt) {
-  const safetensors_data file = read_safetensors(path);
+metadata_map load_checkpoint(const safetensors_data& file, M& model, Opt& opt) {
+  const auto& path = file.path;
   std::unordered_set<std::string> params;
   visit_parameters(model, [&](const std::string& name, auto& p) {
     using T = typename std::remove_cvref_t<decltype(p)>::value_type;
@@ -65,6 +65,12 @@ metadata_map load_checkpoint(const std::filesystem::path& path, M& model, Opt& o
   visit_parameters(model, [&](const std::string& name, auto& p) { copy_into(file, name, p.value()); });
   visit_buffers(model, [&](const std::string& name, const auto& t) { copy_into(file, name, t); });
   return file.metadata;
+}
+
+/// The same, from the file at `path`.
+template <parameterized M, class Opt>
+metadata_map load_checkpoint(const std::filesystem::path& path, M& model, Opt& opt) {
+  return load_checkpoint(read_safetensors(path), model, opt);
 }
 
 }  // namespace moekit::io
