@@ -24,6 +24,14 @@
 #       Optional: MPI's C interface as MPI::MPI_CXX (the deprecated C++
 #       bindings skipped), for moekit::dist. Sets <ok_var> TRUE when found.
 #
+#   moekit_find_nccl(<ok_var>)
+#       Optional, after moekit_find_cuda_dependencies: NCCL (nccl.h and
+#       libnccl), looked for in the CUDA toolkit's directories first
+#       (CUDAToolkit_INCLUDE_DIRS, CUDAToolkit_LIBRARY_DIR), then in the
+#       system's. Creates the imported target NCCL::NCCL (unless one exists)
+#       and sets <ok_var> TRUE only when both are found; for
+#       moekit/dist/nccl.cuh.
+#
 # All are functions: result variables of the Find modules stay local, the
 # imported targets they create are directory-scoped and stay visible.
 
@@ -211,4 +219,28 @@ function(moekit_find_mpi_dependencies ok_var)
   else()
     set(${ok_var} FALSE PARENT_SCOPE)
   endif()
+endfunction()
+
+function(moekit_find_nccl ok_var)
+  set(${ok_var} FALSE PARENT_SCOPE)
+  if(NOT TARGET NCCL::NCCL)
+    if(NOT DEFINED CUDAToolkit_LIBRARY_DIR)
+      find_package(CUDAToolkit QUIET)
+    endif()
+    find_path(MOEKIT_NCCL_INCLUDE_DIR nccl.h
+      HINTS ${CUDAToolkit_INCLUDE_DIRS} "${CUDAToolkit_LIBRARY_ROOT}/include"
+      DOC "Directory of NCCL's nccl.h (for moekit/dist/nccl.cuh)")
+    find_library(MOEKIT_NCCL_LIBRARY NAMES nccl
+      HINTS "${CUDAToolkit_LIBRARY_DIR}" "${CUDAToolkit_LIBRARY_ROOT}/lib64"
+            "${CUDAToolkit_LIBRARY_ROOT}/lib"
+      DOC "NCCL's library (for moekit/dist/nccl.cuh)")
+    if(NOT MOEKIT_NCCL_INCLUDE_DIR OR NOT MOEKIT_NCCL_LIBRARY)
+      return()
+    endif()
+    add_library(NCCL::NCCL UNKNOWN IMPORTED)
+    set_target_properties(NCCL::NCCL PROPERTIES
+      IMPORTED_LOCATION "${MOEKIT_NCCL_LIBRARY}"
+      INTERFACE_INCLUDE_DIRECTORIES "${MOEKIT_NCCL_INCLUDE_DIR}")
+  endif()
+  set(${ok_var} TRUE PARENT_SCOPE)
 endfunction()

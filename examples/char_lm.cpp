@@ -27,6 +27,8 @@
 //   build/bin/char_lm --mlp uoe --experts 4 --top-k 2 --capacity 0.5 --uoe-mode causal --attention smha
 //   build/bin/char_lm --stop-after 150 --save run.safetensors   # ... later:
 //   build/bin/char_lm --resume run.safetensors                  # steps 151-300, as one run
+//   mpirun -np 2 build/bin/char_lm --ranks 2 --model switch --threads 1
+//       # data parallel over 2 processes, experts sharded over them (dist/)
 //
 // Expert choice is NOT causal: each expert picks its tokens among all tokens of
 // the batch, so whether a token is processed depends on later tokens (and on
@@ -42,6 +44,15 @@
 // as an uninterrupted one; validation uses every non-overlapping window of the
 // validation part (or the first --eval-tokens of them), in batches of --batch.
 //
+// --ranks P (built with MPI; launched by mpirun -np P): each step's --batch
+// windows are split over the P processes, the MoE layers' experts are sharded
+// over them (dist::expert_parallel: each token's row goes to the process
+// holding its expert and back), the other weights are replicated and their
+// gradients averaged; --save and --resume write and read sharded checkpoints
+// (loadable on any number of processes). Routing groups are per process, so
+// capacity limits and load-balance losses act on each process's windows.
+// Rank 0 prints; every rank evaluates the whole validation part.
+//
 // Output: a progress line on stderr; a table on stdout (validation loss in
 // nats per character and bits per character, mean ± std over seeds, training
 // tokens per second, forward FLOPs per token of the matrix products counted
@@ -50,6 +61,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -67,9 +79,58 @@
 #include "common/char_training.hpp"
 #include "common/passive_openmp.hpp"
 
+#ifdef MOEKIT_WITH_MPI
+#include <moekit/dist/checkpoint.hpp>
+#include <moekit/dist/data_parallel.hpp>
+#include <moekit/dist/expert_parallel.hpp>
+#endif
+
 using namespace moekit;
 
 namespace {
+
+#ifdef MOEKIT_WITH_MPI
+/// --ranks: the processes of one data + expert parallel run (examples::train's group).
+struct process_group {
+  dist::communicator comm;
+  std::size_t rank() const noexcept { return static_cast<std::size_t>(comm.rank()); }
+  std::size_t ranks() const noexcept { return comm.ranks(); }
+  bool prints() const noexcept { return comm.rank() == 0; }
+  template <class M>
+  void synchronize(M& model) const {
+    dist::synchronize_gradients(comm, model);
+  }
+  template <class M, class O>
+  double clip(M& model, O&, double max_norm) const {
+    return dist::clip_grad_norm(comm, model, max_norm);
+  }
+  double mean(double v) const {
+    comm.all_reduce_sum(&v, 1, "char_lm loss");
+    return v / static_cast<double>(comm.ranks());
+  }
+  template <class M, class O>
+  void save(const std::string& path, M& model, const O& opt, const io::metadata_map& m) const {
+    dist::save_sharded(path, comm, model, opt, m);
+  }
+  template <class M, class O>
+  io::metadata_map load(const std::string& path, M& model, O& opt) const {
+    return dist::load_sharded(path, comm, model, opt);
+  }
+  /// Parameters of the whole model: the replicated ones once, every rank's experts.
+  template <class M>
+  std::size_t parameters(M& model) const {
+    const auto sharded = dist::sharded_paths(model);
+    std::uint64_t counts[2] = {0, 0};  // replicated, sharded
+    visit_parameters(model, [&](const std::string& name, auto& p) { counts[dist::is_sharded(name, sharded)] += p.size(); });
+    comm.all_reduce_sum(&counts[1], 1, "char_lm parameters");
+    return static_cast<std::size_t>(counts[0] + counts[1]);
+  }
+};
+bool prints(const process_group* g) { return !g || g->prints(); }
+#else
+struct process_group {};  // --ranks needs a build with MPI
+bool prints(const process_group*) { return true; }
+#endif
 
 const std::string default_data = examples::default_text_path();
 
@@ -79,7 +140,7 @@ struct options : examples::training_options {
   std::string data = default_data, model = "dense";
   int d_model = 128, layers = 2, heads = 4, ff = 0;
   int experts = 8, granularity = 4, shared = 1, iterations = 2, top_k = 2, expert_ff = 0;
-  int seeds = 1, seed = 0, threads = 2;
+  int seeds = 1, seed = 0, threads = 2, ranks = 0;
   double val_fraction = 0.1, max_loss = 0;
   // UoE: --mlp uoe and --attention smha
   std::string attention = "mha", uoe_mode = "causal", paradigm = "data";
@@ -198,7 +259,8 @@ io::metadata_map run_metadata_base(const options& o, const std::string& model, i
 }
 
 /// Builds model `name` for each seed, trains and evaluates it.
-model_result run_model(const options& o, const std::string& name, const io::text_split& data, std::size_t vocabulary) {
+model_result run_model(const options& o, const std::string& name, const io::text_split& data, std::size_t vocabulary,
+                       const process_group* group) {
   model_result m;
   m.name = name;
   const auto seq = static_cast<std::size_t>(o.seq);
@@ -229,6 +291,14 @@ model_result run_model(const options& o, const std::string& name, const io::text
         m.total_params = count_parameters(model);
         m.active_params = m.total_params - c.layers * (ffn.total_params - ffn.active_params) - attention_idle;
         m.flops_per_token = outer + c.layers * (ffn.expert_flops + ffn.router_flops);
+#ifdef MOEKIT_WITH_MPI
+        if (group) {
+          m.total_params = group->parameters(model);
+          m.active_params = m.total_params - c.layers * (ffn.total_params - ffn.active_params) - attention_idle;
+          r = examples::train(o, model, name, seed, data, meta, *group);
+          return;
+        }
+#endif
         r = examples::train(o, model, name, seed, data, meta);
       };
       if (smha(o)) {
@@ -265,6 +335,18 @@ model_result run_model(const options& o, const std::string& name, const io::text
       const auto cost = moe::cost_of(layout);
       m.experts = layout.experts;
       m.causal = m.causal && layout.kind != moe::baseline::expert_choice;
+#ifdef MOEKIT_WITH_MPI
+      if (group) {  // the same layers, each rank holding its share of the experts
+        if (layout.kind == moe::baseline::expert_choice)
+          build_and_train(std::type_identity<dist::sharded_t<moe::expert_choice_moe<>>>{}, cost, [&](rng& gg, std::size_t) {
+            return dist::sharded_t<moe::expert_choice_moe<>>::shard(group->comm, moe::make_expert_choice<float>(gg, spec));
+          }, c);
+        else
+          build_and_train(std::type_identity<dist::sharded_t<moe::token_choice_moe<>>>{}, cost, [&](rng& gg, std::size_t) {
+            return dist::sharded_t<moe::token_choice_moe<>>::shard(group->comm, moe::make_token_choice<float>(gg, layout));
+          }, c);
+      } else
+#endif
       if (layout.kind == moe::baseline::expert_choice)
         build_and_train(std::type_identity<moe::expert_choice_moe<>>{}, cost,
                         [&](rng& gg, std::size_t) { return moe::make_expert_choice<float>(gg, spec); }, c);
@@ -273,7 +355,8 @@ model_result run_model(const options& o, const std::string& name, const io::text
                         [&](rng& gg, std::size_t) { return moe::make_token_choice<float>(gg, layout); }, c);
     }
     r.peak_rss_mib = examples::peak_rss_mib();
-    std::fprintf(stderr, "%-14s seed %d  val loss %.4f nats/char (%.3f bpc)  %.0f tokens/s  train %.1f s  eval %.1f s\n",
+    if (prints(group))
+      std::fprintf(stderr, "%-14s seed %d  val loss %.4f nats/char (%.3f bpc)  %.0f tokens/s  train %.1f s  eval %.1f s\n",
                  name.c_str(), seed, r.val_loss, r.val_loss / std::log(2.0), r.tokens_per_s, r.train_seconds,
                  r.eval_seconds);
     m.runs.push_back(std::move(r));
@@ -334,7 +417,10 @@ int main(int argc, char** argv) try {
   cli.add("eval-every", o.eval_every, "also print the validation loss every N steps and at step 0 (0: only at the end)");
   cli.add("seeds", o.seeds, "seeds per model (--seed, --seed + 1, ...): mean ± std");
   cli.add("seed", o.seed, "first random seed (init, training windows)");
-  cli.add("threads", o.threads, "threads for moekit loops and BLAS");
+  cli.add("threads", o.threads, "threads for moekit loops and BLAS (per process with --ranks)");
+  cli.add("ranks", o.ranks,
+          "data + expert parallel over this many processes, launched as `mpirun -np N char_lm --ranks N`: "
+          "each takes batch/N windows per step and experts/N experts per MoE layer (0: one process; needs MPI)");
   cli.add("save", o.save, "write a checkpoint (model, AdamW state, step) here at the end (and every --save-every steps)");
   cli.add("save-every", o.save_every, "with --save: also save every N steps (0: at the end only)");
   cli.add("resume", o.resume, "continue from this checkpoint (same flags as the run that wrote it)");
@@ -373,6 +459,33 @@ int main(int argc, char** argv) try {
   if ((!o.save.empty() || !o.resume.empty()) && (names.size() != 1 || o.seeds != 1))
     throw value_error("--save and --resume need one --model and --seeds 1");
   set_num_threads(o.threads);
+  const process_group* group = nullptr;
+#ifdef MOEKIT_WITH_MPI
+  std::optional<dist::environment> mpi;
+  std::optional<process_group> ranks;
+  if (o.ranks > 0) {
+    for (const auto& name : names)
+      if (name == "coe" || name == "uoe")
+        throw value_error("--ranks: --model " + name + " does not run distributed (dense, switch, gshard, "
+                          "expert_choice and deepseek do)");
+    mpi.emplace(argc, argv);
+    ranks.emplace(process_group{dist::communicator::world()});
+    if (ranks->comm.size() != o.ranks)
+      throw value_error("--ranks " + std::to_string(o.ranks) + ": this run has " + std::to_string(ranks->comm.size()) +
+                        " process(es); launch it as `mpirun -np " + std::to_string(o.ranks) + " char_lm --ranks " +
+                        std::to_string(o.ranks) + " ...`");
+    if (o.batch % o.ranks != 0)
+      throw value_error("--ranks " + std::to_string(o.ranks) + ": --batch " + std::to_string(o.batch) +
+                        " windows do not split evenly over the processes");
+    group = &*ranks;
+    if (!ranks->prints() && !std::freopen("/dev/null", "w", stdout))  // rank 0 prints the table
+      throw io_error("char_lm: cannot silence stdout on rank " + std::to_string(ranks->comm.rank()));
+  }
+#else
+  if (o.ranks > 0)
+    throw value_error("--ranks: this char_lm was built without MPI (apt-get install libopenmpi-dev openmpi-bin, "
+                      "then rebuild)");
+#endif
 
   if (o.data.empty()) throw value_error("--data FILE is required (e.g. shared/data/tinyshakespeare/input.txt)");
   io::text_corpus text;
@@ -401,7 +514,7 @@ int main(int argc, char** argv) try {
   std::fflush(stdout);
 
   std::vector<model_result> rows;
-  for (const auto& name : names) rows.push_back(run_model(o, name, data, text.vocabulary_size()));
+  for (const auto& name : names) rows.push_back(run_model(o, name, data, text.vocabulary_size(), group));
 
   const double ln2 = std::log(2.0);
   std::printf("\n%-15s %17s %15s %10s %12s %12s %12s %9s %14s %8s\n", "model", "val loss (nats)", "bits/char",
@@ -439,13 +552,13 @@ int main(int argc, char** argv) try {
   std::printf("{\"example\": \"char_lm\", \"data\": \"%s\", \"characters\": %zu, \"train_characters\": %zu, "
               "\"val_characters\": %zu, \"vocabulary\": %zu, \"val_unigram_entropy\": %.5f, \"d_model\": %d, "
               "\"layers\": %d, \"heads\": %d, \"ff\": %zu, \"seq\": %d, \"batch\": %d, \"steps\": %d, \"lr\": %g, "
-              "\"experts\": %d, \"granularity\": %d, \"shared\": %d, \"iterations\": %d, \"top_k\": %d, \"seeds\": %d, \"threads\": %d, "
+              "\"experts\": %d, \"granularity\": %d, \"shared\": %d, \"iterations\": %d, \"top_k\": %d, \"seeds\": %d, \"threads\": %d, \"ranks\": %d, "
               "\"attention\": \"%s\", \"attn_top_k\": %zu, \"attn_capacity\": %g, \"uoe_mode\": \"%s\", \"paradigm\": \"%s\", "
               "\"capacity\": %g, \"patch\": %d, "
               "\"blas_core\": \"%s\", \"rows\": [",
               examples::json_escape(o.data).c_str(), text.size(), n_train, data.val.size(), text.vocabulary_size(), unigram, o.d_model,
               o.layers, o.heads, ffn_width(o), o.seq, o.batch, o.steps, o.lr, o.experts, o.granularity, o.shared,
-              o.iterations, o.top_k, o.seeds, o.threads, o.attention.c_str(), attention_select(o).top_k, o.attn_capacity,
+              o.iterations, o.top_k, o.seeds, o.threads, std::max(o.ranks, 1), o.attention.c_str(), attention_select(o).top_k, o.attn_capacity,
               o.uoe_mode.c_str(), o.paradigm.c_str(), o.capacity, o.patch, blas.c_str());
   for (std::size_t i = 0; i < rows.size(); ++i) {
     const auto& m = rows[i];

@@ -12,7 +12,11 @@
 #                optimizer state: the resumed run is the uninterrupted one).
 #
 #   cmake -DCHAR_LM=path/to/char_lm -DWORK_DIR=dir -DMODE=run|resume
-#         [-DMODELS=dense,switch] [-DSTEPS=n] [-DMAX_LOSS=x] -P char_lm_test.cmake
+#         [-DMODELS=dense,switch] [-DSTEPS=n] [-DMAX_LOSS=x]
+#         [-DLAUNCH="mpirun;-np;2" -DRANKS=2] -P char_lm_test.cmake
+#
+# LAUNCH/RANKS: run every char_lm under the launcher with --ranks RANKS
+# (checkpoints are then sharded: <file>.<rank>-of-<RANKS>.safetensors).
 cmake_minimum_required(VERSION 3.25)
 foreach(var CHAR_LM WORK_DIR MODE)
   if(NOT DEFINED ${var})
@@ -52,8 +56,12 @@ file(WRITE "${text_file}" "${text}")
 set(common --data "${text_file}" --d-model 32 --layers 1 --heads 2 --seq 32 --batch 16 --experts 4
            --granularity 2 --warmup 10 --lr 5e-3 --threads 1)
 
+if(DEFINED RANKS)
+  list(APPEND common --ranks ${RANKS})
+endif()
+
 function(run_char_lm out_var)
-  execute_process(COMMAND "${CHAR_LM}" ${common} ${ARGN}
+  execute_process(COMMAND ${LAUNCH} "${CHAR_LM}" ${common} ${ARGN}
                   RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
   message("${out}")
   if(NOT rc EQUAL 0)
@@ -68,10 +76,14 @@ if(MODE STREQUAL "run")
 elseif(MODE STREQUAL "resume")
   math(EXPR half "${STEPS} / 2")
   set(ckpt "${WORK_DIR}/resume.safetensors")
-  file(REMOVE "${ckpt}")
+  file(GLOB old "${ckpt}*")
+  if(old)
+    file(REMOVE ${old})
+  endif()
   run_char_lm(straight --model ${MODELS} --steps ${STEPS})
   run_char_lm(first_half --model ${MODELS} --steps ${STEPS} --stop-after ${half} --save "${ckpt}")
-  if(NOT EXISTS "${ckpt}")
+  file(GLOB written "${ckpt}*")
+  if(NOT written)
     message(FATAL_ERROR "char_lm --save ${ckpt} wrote no checkpoint")
   endif()
   run_char_lm(resumed --model ${MODELS} --steps ${STEPS} --resume "${ckpt}")

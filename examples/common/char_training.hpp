@@ -236,25 +236,51 @@ optim::cosine_schedule cosine_for(const O& o) {
 
 /// Trains `model` (seed `seed`) and evaluates it on data.val. `meta` goes
 /// into checkpoints and must match the one a resumed checkpoint carries.
-template <class M>
+/// How train() spreads a step over processes: one process (this), or
+/// char_lm's data + expert parallel group (--ranks), with the same members.
+struct single_process {
+  std::size_t rank() const noexcept { return 0; }
+  std::size_t ranks() const noexcept { return 1; }
+  bool prints() const noexcept { return true; }
+  template <class M>
+  void synchronize(M&) const noexcept {}
+  template <class M, class O>
+  double clip(M&, O& opt, double max_norm) const { return optim::clip_grad_norm(opt, max_norm); }
+  double mean(double v) const noexcept { return v; }
+  template <class M, class O>
+  void save(const std::string& path, M& model, const O& opt, const io::metadata_map& m) const {
+    io::save_checkpoint(path, model, opt, m);
+  }
+  template <class M, class O>
+  io::metadata_map load(const std::string& path, M& model, O& opt) const {
+    return io::load_checkpoint(path, model, opt);
+  }
+};
+
+/// Trains `model` for o.steps; with a process group of P ranks each rank
+/// takes its 1/P of every step's windows (o.batch must divide by P), and the
+/// group synchronises gradients, clips by the global norm and averages the
+/// logged loss.
+template <class M, class Group = single_process>
 run_result train(const training_options& o, M& model, const std::string& name, int seed, const io::text_split& data,
-                 const io::metadata_map& meta) {
+                 const io::metadata_map& meta, const Group& group = {}) {
   auto opt = adamw_for(model, o.lr, o.weight_decay);
   const auto total = static_cast<std::size_t>(o.steps);
   const auto schedule = cosine_for(o);
   if (!o.resume.empty()) {
-    const auto saved = io::load_checkpoint(o.resume, model, opt);
+    const auto saved = group.load(o.resume, model, opt);
     for (const auto& [key, value] : meta)
       if (!saved.contains(key) || saved.at(key) != value)
         throw value_error("--resume: " + o.resume + " was written with " + key + " = " +
                           (saved.contains(key) ? saved.at(key) : "(none)") + ", this run has " + value);
-    std::fprintf(stderr, "%s: resumed from %s at step %zu\n", name.c_str(), o.resume.c_str(), opt.steps());
+    if (group.prints())
+      std::fprintf(stderr, "%s: resumed from %s at step %zu\n", name.c_str(), o.resume.c_str(), opt.steps());
   }
   auto save = [&] {
     if (o.save.empty()) return;
     auto m = meta;
     m["step"] = std::to_string(opt.steps());
-    io::save_checkpoint(o.save, model, opt, m);
+    group.save(o.save, model, opt, m);
   };
 
   const auto seq = static_cast<std::size_t>(o.seq), batch = static_cast<std::size_t>(o.batch);
@@ -269,26 +295,31 @@ run_result train(const training_options& o, M& model, const std::string& name, i
     const double trained = seconds_since(t0) - eval_seconds;
     eval_seconds += seconds_since(te);
     r.curve.push_back({opt.steps(), v, acc, trained});
-    std::fprintf(stderr, "%s%-14s seed %d  step %5zu  val loss %.4f (%.3f bits)  accuracy %.3f%20s\n",
+    if (group.prints())
+      std::fprintf(stderr, "%s%-14s seed %d  step %5zu  val loss %.4f (%.3f bits)  accuracy %.3f%20s\n",
                  newline_before ? "\n" : "\r", name.c_str(), seed, opt.steps(), v, v / std::log(2.0), acc, "");
   };
   if (o.eval_every > 0 && opt.steps() == 0) curve_point(false);
   while (opt.steps() < stop) {
     const std::size_t step = opt.steps();
     rng g(static_cast<std::uint64_t>(seed), (static_cast<std::uint64_t>(step) + 1) << 32);  // this step's own stream
-    const auto b = make_char_batch(data.train, random_starts(g, data.train.size(), seq, batch), seq);
+    const auto starts = random_starts(g, data.train.size(), seq, batch);
+    const auto part = batch / group.ranks(), first = group.rank() * part;  // this rank's windows
+    const auto b = make_char_batch(data.train, {starts.begin() + static_cast<std::ptrdiff_t>(first),
+                                                starts.begin() + static_cast<std::ptrdiff_t>(first + part)}, seq);
     optim::set_lr_factor(opt, schedule(step));
     opt.zero_grad();
     tape t;
     auto loss = cross_entropy(model(b.inputs), b.targets);
     t.backward(loss);
-    if (o.clip > 0) optim::clip_grad_norm(opt, o.clip);
+    group.synchronize(model);
+    if (o.clip > 0) group.clip(model, opt, o.clip);
     opt.step();
-    losses.push_back(static_cast<double>(loss.value()[0]));
+    losses.push_back(group.mean(static_cast<double>(loss.value()[0])));
     ++r.steps_run;
     if (o.save_every > 0 && opt.steps() % static_cast<std::size_t>(o.save_every) == 0) save();
     const double elapsed = seconds_since(t0) - eval_seconds;
-    if (elapsed - last_report >= 1.0 || opt.steps() == stop) {
+    if (group.prints() && (elapsed - last_report >= 1.0 || opt.steps() == stop)) {
       last_report = elapsed;
       const std::size_t k = std::min<std::size_t>(losses.size(), 20);
       double recent = 0;
@@ -301,7 +332,7 @@ run_result train(const training_options& o, M& model, const std::string& name, i
   }
   r.train_seconds = seconds_since(t0) - eval_seconds;
   if (o.stop_after > 0 || o.save_every <= 0 || opt.steps() % static_cast<std::size_t>(o.save_every) != 0) save();
-  std::fprintf(stderr, "\n");
+  if (group.prints()) std::fprintf(stderr, "\n");
   r.tokens_per_s = r.train_seconds > 0 ? static_cast<double>(r.steps_run * batch * seq) / r.train_seconds : 0;
   const std::size_t k = std::min<std::size_t>(losses.size(), 50);
   for (std::size_t i = losses.size() - k; i < losses.size(); ++i) r.train_loss += losses[i] / static_cast<double>(k);

@@ -176,3 +176,32 @@ TEST_CASE("expert_parallel: clear errors", "[dist]") {
     CHECK_THROWS_WITH((dist::expert_parallel<router_t, ffn, double>::shard(comm, std::move(full))),
                       Catch::Contains("do not divide over"));
 }
+
+TEST_CASE("exchange_rows: uneven counts, ranks that send or receive nothing, and the backward", "[dist]") {
+  auto comm = dist::communicator::world();
+  const std::size_t p = comm.ranks(), r = static_cast<std::size_t>(comm.rank());
+  // Rank q sends q rows to every other rank: rank 0 sends nothing but
+  // receives from everyone.
+  std::vector<std::size_t> send(p, r), recv(p, 0);
+  send[r] = 0;
+  for (std::size_t q = 0; q < p; ++q) recv[q] = q == r ? 0 : q;
+  std::size_t n = 0, m = 0;
+  for (auto v : send) n += v;
+  for (auto v : recv) m += v;
+  tape t;
+  auto x = t.variable(tensor<double, shape<dyn, 3>, cpu>(shape<dyn, 3>{n}));
+  for (std::size_t i = 0; i < n * 3; ++i) x.value().data()[i] = static_cast<double>(100 * r + i);
+  auto y = dist::exchange_rows(comm, x, send, recv, true, "test");
+  REQUIRE(y.extent(0) == m);
+  std::size_t at = 0;
+  for (std::size_t q = 0; q < p; ++q) {
+    if (q == r) continue;
+    const std::size_t first = (r < q ? r : r - 1) * q;  // q's rows for this rank, among q's rows in rank order
+    for (std::size_t i = 0; i < q; ++i, ++at)
+      for (std::size_t c = 0; c < 3; ++c)
+        CHECK(y.value().data()[at * 3 + c] == static_cast<double>(100 * q + (first + i) * 3 + c));
+  }
+  // d/dx of Σ y ⊙ y: 2·x comes back to each sent row.
+  t.backward(sum(y * y));
+  for (std::size_t i = 0; i < n * 3; ++i) CHECK(x.grad().data()[i] == 2 * x.value().data()[i]);
+}

@@ -17,9 +17,10 @@
 // rank record it), so a rank whose own rows need no gradient still sends the
 // gradients its peers need back.
 //
-// Rows of a backend that the host cannot read (a device) are staged through
-// host memory: one copy each way around every exchange (see distributed.md
-// for the NCCL path that avoids it).
+// Rows of a backend that the host cannot read (a device) go through that
+// backend's transport when one is included (dist/nccl.cuh: NCCL on the
+// layer's stream, or pinned host buffers over MPI), else they are staged
+// through host memory with plain copies (docs/distributed.md).
 #pragma once
 
 #include <cstddef>
@@ -115,13 +116,19 @@ tensor<T, S, B> exchange_tensor(const communicator& comm, const tensor<T, S, B>&
   std::size_t total = 0;
   for (std::size_t n : recv_rows) total += n;
   auto ext = rows.shape().extents();
-  const std::size_t row_elems = rows.extent(0) ? rows.size() / rows.extent(0) : 1;
+  std::size_t row_elems = 1;  // from the extents, not the row count: a rank may send no rows
+  for (std::size_t i = 1; i < ext.size(); ++i) row_elems *= ext[i];
   ext[0] = total;
   const auto out_shape = S::from_extents(ext, op.c_str());
   if constexpr (B::host_accessible) {
     auto out = tensor<T, S, B>(out_shape);
     comm.all_to_all_v(rows.data(), send_rows, out.data(), recv_rows, row_elems * sizeof(T), op);
     return out;
+  } else if constexpr (requires { exchange_device_rows(comm, rows, send_rows, recv_rows, op); }) {
+    // The backend's own transport, found by argument-dependent lookup:
+    // dist/nccl.cuh for moekit::cuda (NCCL, or pinned host buffers over MPI).
+    // Include it in every translation unit that runs a layer on that backend.
+    return exchange_device_rows(comm, rows, send_rows, recv_rows, op);
   } else {
     const auto host = rows.template to<cpu>();
     auto out = tensor<T, S, cpu>(out_shape);

@@ -187,4 +187,14 @@ class expert_parallel {
   plan_type last_;
 };
 
+/// The expert-parallel counterpart of a moe::layer type.
+template <class Layer>
+struct sharded_of;
+template <class Router, class Expert, class T, class B>
+struct sharded_of<moe::layer<Router, Expert, T, B>> {
+  using type = expert_parallel<Router, Expert, T, B>;
+};
+template <class Layer>
+using sharded_t = typename sharded_of<Layer>::type;
+
 }  // namespace moekit::dist

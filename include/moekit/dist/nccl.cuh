@@ -30,6 +30,8 @@
 //   exchange_device_rows                 what dist::detail::exchange_tensor
 //       does for tensor<T, S, moekit::cuda>: NCCL inside an nccl_scope for the
 //       communicator, else the staged fallback; no sync beyond the above.
+//       Keep the nccl_scope alive over forward AND backward: the backward's
+//       exchange looks it up again (same host thread).
 //
 // Every failed NCCL or CUDA call of this file throws moekit::dist_error naming
 // the call and the op: "dist: ncclGroupEnd (expert_parallel): unhandled cuda error ...".
@@ -39,6 +41,10 @@
 
 #include <cuda_runtime.h>
 #include <nccl.h>
+
+#if !defined(NCCL_VERSION_CODE) || NCCL_VERSION_CODE < NCCL_VERSION(2, 13, 0)
+#error "moekit/dist/nccl.cuh needs NCCL 2.13 or newer (ncclGetLastError, grouped ncclSend/ncclRecv to self)"
+#endif
 
 #include <algorithm>
 #include <cstddef>
