@@ -116,15 +116,6 @@ struct process_group {
   io::metadata_map load(const std::string& path, M& model, O& opt) const {
     return dist::load_sharded(path, comm, model, opt);
   }
-  /// Parameters of the whole model: the replicated ones once, every rank's experts.
-  template <class M>
-  std::size_t parameters(M& model) const {
-    const auto sharded = dist::sharded_paths(model);
-    std::uint64_t counts[2] = {0, 0};  // replicated, sharded
-    visit_parameters(model, [&](const std::string& name, auto& p) { counts[dist::is_sharded(name, sharded)] += p.size(); });
-    comm.all_reduce_sum(&counts[1], 1, "char_lm parameters");
-    return static_cast<std::size_t>(counts[0] + counts[1]);
-  }
 };
 bool prints(const process_group* g) { return !g || g->prints(); }
 #else
@@ -293,7 +284,7 @@ model_result run_model(const options& o, const std::string& name, const io::text
         m.flops_per_token = outer + c.layers * (ffn.expert_flops + ffn.router_flops);
 #ifdef MOEKIT_WITH_MPI
         if (group) {
-          m.total_params = group->parameters(model);
+          m.total_params = dist::count_parameters(group->comm, model);
           m.active_params = m.total_params - c.layers * (ffn.total_params - ffn.active_params) - attention_idle;
           r = examples::train(o, model, name, seed, data, meta, *group);
           return;

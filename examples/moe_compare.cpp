@@ -8,6 +8,7 @@
 //   build/bin/moe_compare                                    # B_2-Wi_128, 8 experts, 2 epochs
 //   build/bin/moe_compare --models dense,switch --epochs 4 --experts 16
 //   build/bin/moe_compare --backend cuda                     # the same runs on the GPU
+//   mpirun -np 2 build/bin/moe_compare --ranks 2 --threads 1  # data + expert parallel (dist/)
 //
 // Backends: --backend cpu (default), cuda (when this file was compiled by nvcc,
 // which CMake does when it finds the CUDA toolkit) or emulated (the CPU kernels
@@ -15,6 +16,13 @@
 // machine without a GPU). Batches are built on the host and copied over; each
 // step's loss stays on the backend until the progress line reads it, and
 // evaluation reads back only the predicted labels and the routing statistics.
+//
+// --ranks P (built with MPI; launched by mpirun -np P): each batch is split
+// over the P processes, each MoE layer's experts are sharded over them
+// (dist::expert_parallel), the rest is replicated and its gradients averaged;
+// every rank evaluates the whole test set and rank 0 prints. Routing groups
+// are per process (capacity and load-balance losses act on each process's
+// share of the batch).
 //
 // Output: a progress line on stderr; a table on stdout (test accuracy, total
 // and active parameters, forward FLOPs per image of the matrix products,
@@ -25,6 +33,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -46,6 +55,11 @@
 #include "common/backend_choice.hpp"
 #include "common/passive_openmp.hpp"
 
+#ifdef MOEKIT_WITH_MPI
+#include <moekit/dist/data_parallel.hpp>
+#include <moekit/dist/expert_parallel.hpp>
+#endif
+
 using namespace moekit;
 
 namespace {
@@ -58,6 +72,23 @@ struct options {
   int experts = 8, granularity = 4, shared = 1;
   int epochs = 2, batch = 256, threads = 2, seed = 0, train_subset = 0, eval_batch = 1000;
   double lr = 1e-3, weight_decay = 0.05, warmup = 0.5, label_smoothing = 0.1, min_accuracy = 0;
+  int ranks = 0;
+#ifdef MOEKIT_WITH_MPI
+  const dist::communicator* comm = nullptr;  // --ranks: the processes of this run
+#endif
+  /// This process's rank and the process count (0 and 1 without --ranks).
+  std::size_t rank() const {
+#ifdef MOEKIT_WITH_MPI
+    if (comm) return static_cast<std::size_t>(comm->rank());
+#endif
+    return 0;
+  }
+  std::size_t processes() const {
+#ifdef MOEKIT_WITH_MPI
+    if (comm) return comm->ranks();
+#endif
+    return 1;
+  }
 };
 
 struct dataset {
@@ -159,7 +190,11 @@ void train(const options& o, M& model, result& r, const dataset& train_set, cons
     const data::batcher batches(data::shuffled_indices(n, g), batch);
     running_loss<B> loss_sum;
     for (std::size_t b = 0; b < batches.size(); ++b) {
-      const auto idx = batches[b];
+      auto idx = batches[b];
+      if (o.processes() > 1) {  // this rank's share of the batch
+        const std::size_t m = idx.size(), p = o.processes(), r = o.rank();
+        idx = idx.rows(r * m / p, (r + 1) * m / p).clone();
+      }
       auto x = data::normalize(data::gather_batch(train_set.images, idx), stats);  // (batch, 784)
       auto y = data::gather_batch(train_set.labels, idx);                          // (batch)
       optim::set_lr_factor(opt, schedule(opt.steps()));
@@ -167,10 +202,13 @@ void train(const options& o, M& model, result& r, const dataset& train_set, cons
       tape t;
       auto loss = cross_entropy(model(t.input(x.template to<B>())), y, ce);  // host labels: the loss copies them over
       t.backward(loss);
+#ifdef MOEKIT_WITH_MPI
+      if (o.comm) dist::synchronize_gradients<float, B>(*o.comm, model);  // the mean over all ranks
+#endif
       opt.step();
       loss_sum.add(loss.value(), idx.size());
       const double elapsed = seconds_since(t0);
-      if (elapsed - last_report >= 1.0 || b + 1 == batches.size()) {
+      if (o.rank() == 0 && (elapsed - last_report >= 1.0 || b + 1 == batches.size())) {
         loss_sum.collect();
         last_report = seconds_since(t0);
         std::fprintf(stderr, "\r%-14s epoch %d/%d  batch %zu/%zu  loss %.4f  %.0f s   ", r.name.c_str(), epoch + 1,
@@ -181,7 +219,7 @@ void train(const options& o, M& model, result& r, const dataset& train_set, cons
   }
   r.train_seconds = seconds_since(t0);
   r.test_accuracy = evaluate<B>(model, test_set, stats, static_cast<std::size_t>(o.eval_batch), r);
-  std::fprintf(stderr, "\n");
+  if (o.rank() == 0) std::fprintf(stderr, "\n");
 }
 
 std::vector<std::string> split_list(const std::string& s) {
@@ -221,10 +259,31 @@ result run_one(const options& o, const std::string& name, const mlp::config& c, 
   const auto cost = moe::cost_of(layout);
   auto fill_and_train = [&](auto& model) {
     r.total_params = count_parameters(model);
+#ifdef MOEKIT_WITH_MPI
+    if (o.comm) r.total_params = dist::count_parameters(*o.comm, model);
+#endif
     r.active_params = r.total_params - c.blocks * (cost.total_params - cost.active_params);
     r.flops = outer_flops + c.blocks * (cost.expert_flops + cost.router_flops);
     train<B>(o, model, r, train_set, test_set);
   };
+#ifdef MOEKIT_WITH_MPI
+  if (o.comm) {  // the same layers, each rank holding its share of the experts
+    if (layout.kind == moe::baseline::expert_choice) {
+      using ep = dist::sharded_t<moe::expert_choice_moe<float, B>>;
+      mlp::moe_bottleneck_mlp<ep, float, B> model(g, c, [&](rng& gg, std::size_t, std::size_t) {
+        return ep::shard(*o.comm, moe::make_expert_choice<float, B>(gg, spec));
+      });
+      fill_and_train(model);
+    } else {
+      using ep = dist::sharded_t<moe::token_choice_moe<float, B>>;
+      mlp::moe_bottleneck_mlp<ep, float, B> model(g, c, [&](rng& gg, std::size_t, std::size_t) {
+        return ep::shard(*o.comm, moe::make_token_choice<float, B>(gg, layout));
+      });
+      fill_and_train(model);
+    }
+    return r;
+  }
+#endif
   if (layout.kind == moe::baseline::expert_choice) {
     mlp::moe_bottleneck_mlp<moe::expert_choice_moe<float, B>, float, B> model(
         g, c, [&](rng& gg, std::size_t, std::size_t) { return moe::make_expert_choice<float, B>(gg, spec); });
@@ -273,6 +332,10 @@ int main(int argc, char** argv) try {
   cli.add("train-subset", o.train_subset, "train on the first N training images only (0: all 60000)");
   cli.add("eval-batch", o.eval_batch, "images per evaluation batch");
   cli.add("min-accuracy", o.min_accuracy, "exit 1 when any model's test accuracy is below this fraction");
+  cli.add("ranks", o.ranks,
+          "data + expert parallel over this many processes, launched as `mpirun -np N moe_compare --ranks N`: each "
+          "takes 1/N of every batch and experts/N experts per MoE layer (0: one process; needs MPI; cpu and "
+          "emulated backends)");
   if (!cli.parse(argc, argv)) return 0;
   if (o.epochs < 1 || o.batch < 1 || o.threads < 1 || o.eval_batch < 1 || o.train_subset < 0 || o.experts < 1 ||
       o.granularity < 1 || o.shared < 0 || o.warmup < 0)
@@ -280,6 +343,27 @@ int main(int argc, char** argv) try {
                       "--train-subset, --shared, --warmup >= 0");
   examples::check_backend("moe_compare", o.backend);
   set_num_threads(o.threads);
+#ifdef MOEKIT_WITH_MPI
+  std::optional<dist::environment> mpi;
+  std::optional<dist::communicator> world;
+  if (o.ranks > 0) {
+    if (o.backend == "cuda")
+      throw value_error("--ranks with --backend cuda: not run on a GPU yet (docs/distributed.md); use cpu or emulated");
+    mpi.emplace(argc, argv);
+    world.emplace(dist::communicator::world());
+    if (world->size() != o.ranks)
+      throw value_error("--ranks " + std::to_string(o.ranks) + ": this run has " + std::to_string(world->size()) +
+                        " process(es); launch it as `mpirun -np " + std::to_string(o.ranks) + " moe_compare --ranks " +
+                        std::to_string(o.ranks) + " ...`");
+    o.comm = &*world;
+    if (world->rank() != 0 && !std::freopen("/dev/null", "w", stdout))  // rank 0 prints the table
+      throw io_error("moe_compare: cannot silence stdout on rank " + std::to_string(world->rank()));
+  }
+#else
+  if (o.ranks > 0)
+    throw value_error("--ranks: this moe_compare was built without MPI (apt-get install libopenmpi-dev openmpi-bin, "
+                      "then rebuild)");
+#endif
   const auto c = mlp::parse_model_name(o.model, "--model").with_io(image_size, classes);
   const auto names = split_list(o.models);
   if (names.empty()) throw value_error("--models: empty list");
@@ -313,9 +397,9 @@ int main(int argc, char** argv) try {
                   r.total_params, r.active_params, r.flops, r.train_seconds, r.load_max_over_mean, 100 * r.dropped);
   }
   std::printf("{\"example\": \"moe_compare\", \"backend\": \"%s\", \"device\": \"%s\", \"model\": \"%s\", "
-              "\"experts\": %d, \"epochs\": %d, \"batch\": %d, \"threads\": %d, \"train_images\": %zu, \"rows\": [",
+              "\"experts\": %d, \"epochs\": %d, \"batch\": %d, \"threads\": %d, \"ranks\": %zu, \"train_images\": %zu, \"rows\": [",
               o.backend.c_str(), examples::backend_description(o.backend).c_str(), mlp::model_name(c).c_str(), o.experts, o.epochs,
-              o.batch, o.threads, train_set.images.extent(0));
+              o.batch, o.threads, o.processes(), train_set.images.extent(0));
   for (std::size_t i = 0; i < rows.size(); ++i) {
     const auto& r = rows[i];
     std::printf("%s{\"model\": \"%s\", \"test_accuracy\": %.4f, \"total_params\": %zu, \"active_params\": %zu, "

@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -130,6 +131,17 @@ double clip_grad_norm(const communicator& comm, M& model, double max_norm) {
   const double coef = max_norm / (norm + 1e-6);
   if (coef < 1.0) optim::scale_grads(views, coef);
   return norm;
+}
+
+/// Parameters of the whole model across `comm`: replicated ones once, the
+/// sharded ones of every rank (all ranks get the same count).
+template <parameterized M>
+std::size_t count_parameters(const communicator& comm, M& model) {
+  const auto sharded = sharded_paths(model);
+  std::uint64_t counts[2] = {0, 0};  // replicated, sharded
+  visit_parameters(model, [&](const std::string& name, auto& p) { counts[is_sharded(name, sharded) ? 1 : 0] += p.size(); });
+  comm.all_reduce_sum(&counts[1], 1, "count_parameters");
+  return static_cast<std::size_t>(counts[0] + counts[1]);
 }
 
 /// Copies rank `root`'s values of every replicated parameter to every rank
