@@ -162,6 +162,15 @@ class request {
     if (r_ == MPI_REQUEST_NULL) return;
     detail::check(MPI_Wait(&r_, MPI_STATUS_IGNORE), "MPI_Wait", op_);
   }
+  /// Whether it has completed (MPI_Test). Calling this between pieces of
+  /// compute drives MPI's progress engine: without a progress thread, a
+  /// non-blocking exchange mostly advances only inside MPI calls.
+  bool test() {
+    if (r_ == MPI_REQUEST_NULL) return true;
+    int flag = 0;
+    detail::check(MPI_Test(&r_, &flag, MPI_STATUS_IGNORE), "MPI_Test", op_);
+    return flag != 0;
+  }
   bool done() const noexcept { return r_ == MPI_REQUEST_NULL; }
 
  private:
