@@ -9,7 +9,6 @@
 #include <moekit/moe.hpp>
 
 #include <map>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -91,11 +90,6 @@ void check_against_one_process(Full& full, EP& ep, const dist::communicator& com
       CHECK(max_diff(g, whole) < 1e-12);
     }
   }
-}
-
-template <class Router, class Bank, class Shared>
-auto build(Router router, Bank bank, std::optional<Shared> shared) {
-  return moe::layer<Router, ffn, double>(std::move(router), std::move(bank), std::move(shared));
 }
 
 }  // namespace

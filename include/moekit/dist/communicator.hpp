@@ -69,6 +69,14 @@ inline int checked_int(std::size_t n, const char* what, const std::string& op) {
   return static_cast<int>(n);
 }
 
+/// value_error unless there is one send and one receive count per rank.
+inline void check_peer_counts(std::span<const std::size_t> send_rows, std::span<const std::size_t> recv_rows,
+                              std::size_t ranks, const std::string& op, const char* who) {
+  if (send_rows.size() != ranks || recv_rows.size() != ranks)
+    throw value_error("dist: all_to_all_v (" + op + "): counts for " + std::to_string(send_rows.size()) + " and " +
+                      std::to_string(recv_rows.size()) + " ranks, " + who + " has " + std::to_string(ranks));
+}
+
 /// A contiguous datatype of one row of `bytes` bytes, freed on scope exit.
 class row_type {
  public:
@@ -297,10 +305,7 @@ class communicator {
   }
   void check_peers(std::span<const std::size_t> send_rows, std::span<const std::size_t> recv_rows,
                    const std::string& op) const {
-    if (send_rows.size() != ranks() || recv_rows.size() != ranks())
-      throw value_error("dist: all_to_all_v (" + op + "): counts for " + std::to_string(send_rows.size()) + " and " +
-                        std::to_string(recv_rows.size()) + " ranks, the communicator has " +
-                        std::to_string(ranks()));
+    detail::check_peer_counts(send_rows, recv_rows, ranks(), op, "the communicator");
   }
 
   MPI_Comm comm_ = MPI_COMM_NULL;

@@ -28,6 +28,8 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -50,7 +52,8 @@ struct slot_view {
 };
 
 /// Rows [first, first + count) of every stacked parameter of `from`, as a
-/// bank of `count` weight sets shaped like it.
+/// bank of `count` weight sets shaped like it. Local is constructed like
+/// moekit's banks, (rng, sets, d_model, d_ff), and then overwritten.
 template <class Local, class Full>
 Local slice_bank(Full& from, std::size_t first, std::size_t count) {
   std::vector<std::size_t> extents;
@@ -63,21 +66,31 @@ Local slice_bank(Full& from, std::size_t first, std::size_t count) {
   rng unused(0);
   Local out(unused, count, extents[1], extents[2]);
   // Both banks list the same weights in the same order: the i-th parameter
-  // of `out` takes the rows of the i-th of `from`.
-  std::vector<std::function<void(void*)>> setters;
-  from.parameters([&](std::string_view, auto& p) {
+  // of `out` takes the rows of the i-th of `from` (same name and type, checked).
+  struct setter {
+    std::string name;
+    const std::type_info* type;
+    std::function<void(void*)> set;
+  };
+  std::vector<setter> setters;
+  from.parameters([&](std::string_view name, auto& p) {
     using P = std::remove_cvref_t<decltype(p)>;
     auto ext = p.shape().extents();
     const std::size_t inner = p.size() / ext[0];
     auto rows = p.value().reshape(shape<dyn, dyn>{ext[0], inner}).rows(first, first + count).clone();  // (count, inner)
     ext[0] = count;
-    setters.push_back([rows, ext](void* target) {
-      auto& q = *static_cast<P*>(target);
-      q = P(rows.reshape(P::shape_type::from_extents(ext, "expert_parallel")));
-    });
+    setters.push_back({std::string(name), &typeid(P), [rows, ext](void* target) {
+                         auto& q = *static_cast<P*>(target);
+                         q = P(rows.reshape(P::shape_type::from_extents(ext, "expert_parallel")));
+                       }});
   });
   std::size_t i = 0;
-  out.parameters([&](std::string_view, auto& q) { setters.at(i++)(&q); });
+  out.parameters([&](std::string_view name, auto& q) {
+    if (i >= setters.size() || setters[i].name != name || *setters[i].type != typeid(q))
+      throw value_error("expert_parallel: the local bank's parameter '" + std::string(name) +
+                        "' does not match the whole bank's");
+    setters[i++].set(&q);
+  });
   return out;
 }
 }  // namespace detail

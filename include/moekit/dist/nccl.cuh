@@ -258,10 +258,7 @@ class nccl_communicator {
 
   void check_peers(std::span<const std::size_t> send_rows, std::span<const std::size_t> recv_rows,
                    const std::string& op) const {
-    if (send_rows.size() != ranks() || recv_rows.size() != ranks())
-      throw value_error("dist: all_to_all_v (" + op + "): counts for " + std::to_string(send_rows.size()) + " and " +
-                        std::to_string(recv_rows.size()) + " ranks, the NCCL communicator has " +
-                        std::to_string(ranks()));
+    detail::check_peer_counts(send_rows, recv_rows, ranks(), op, "the NCCL communicator");
   }
 
   ncclComm_t comm_ = nullptr;
