@@ -121,7 +121,7 @@ std::vector<std::string> parameter_names(M& model) {
 }
 
 using ffn = moe::ffn_expert<D, F, moe::activation::gelu>;
-using swiglu = moe::swiglu_expert<D, F>;
+using cmp_swiglu = moe::swiglu_expert<D, F>;
 
 }  // namespace
 
@@ -237,7 +237,7 @@ TEST_CASE("compressed bank equals its merged source at init", "[merge][low_rank_
     REQUIRE(max_diff(run(comp, x), run(src, x)) < 1e-5);
   }
   SECTION("swiglu, double") {
-    auto src = merged_layer<swiglu, double>(12);
+    auto src = merged_layer<cmp_swiglu, double>(12);
     auto comp = merge::compress(src, 4);
     const auto x = normal<double>(g, shape<dyn, D>{Tok});
     REQUIRE(max_diff(run(comp, x), run(src, x)) < 1e-12);
@@ -292,7 +292,7 @@ TEST_CASE("gradcheck: compressed bank inside moe::layer", "[merge][low_rank_spar
     REQUIRE(rx.ok);
   }
   SECTION("swiglu, unpacked") {
-    auto comp = merge::compress(merged_layer<swiglu, double>(21), 2);
+    auto comp = merge::compress(merged_layer<cmp_swiglu, double>(21), 2);
     auto r = check_parameter_gradients(comp, [&](tape& t) { return comp(t.input(x)); }, "experts");
     INFO(r.message);
     REQUIRE(r.ok);

@@ -77,17 +77,17 @@ using router_d = moe::top_k_router<dyn, dyn, dyn, double>;
 using ffn_d = moe::ffn_expert<dyn, dyn>;  // GELU, biases
 using swiglu_d = moe::swiglu_expert<dyn, dyn>;
 template <class X>
-using layer_of = moe::layer<router_d, X, double>;
+using grp_layer_of = moe::layer<router_d, X, double>;
 template <class X>
-using bank_of = typename X::template bank<dyn, double, cpu>;
-constexpr std::size_t D = 5, F = 4, E = 6, T = 16;
+using grp_bank_of = typename X::template bank<dyn, double, cpu>;
+constexpr std::size_t grp_d = 5, grp_f = 4, grp_e = 6, grp_t = 16;
 
 template <class X>
-layer_of<X> make_layer(std::uint64_t seed) {
+grp_layer_of<X> make_layer(std::uint64_t seed) {
   rng g(seed);
-  router_d router(g, {}, D, E, 2);
+  router_d router(g, {}, grp_d, grp_e, 2);
   router.parameters([&](std::string_view, auto& w) { w.value() = normal<double>(g, w.shape(), 0.0, 2.0); });
-  return layer_of<X>(std::move(router), bank_of<X>(g, E, D, F));
+  return grp_layer_of<X>(std::move(router), grp_bank_of<X>(g, grp_e, grp_d, grp_f));
 }
 
 // Every parameter of a bank per slot: name -> (E · inner), slot s holding its current set.
@@ -121,7 +121,7 @@ struct run_result {
   std::map<std::string, std::vector<double>> grads;
 };
 template <class L>
-run_result run(L& layer, const tensor<double, shape<dyn, dyn>>& x, const tensor<double, shape<dyn, dyn>>& dy) {
+run_result grp_run(L& layer, const tensor<double, shape<dyn, dyn>>& x, const tensor<double, shape<dyn, dyn>>& dy) {
   visit_parameters(layer, [](const std::string&, auto& p) { p.zero_grad(); });
   tape t;
   auto xv = t.variable(x);
@@ -192,9 +192,9 @@ TEST_CASE("group_experts: dominant experts by usage, members to the most similar
 
   // Every member's group is the dominant expert it is most similar to.
   for (std::size_t l = 0; l < 3; ++l)
-    for (std::size_t e = 0; e < E; ++e) {
+    for (std::size_t e = 0; e < grp_e; ++e) {
       const auto own = static_cast<std::size_t>(g[l].dominant[static_cast<std::size_t>(g[l].labels[e])]);
-      for (index_t d : g[l].dominant) CHECK(sim3[l][e * E + own] >= sim3[l][e * E + static_cast<std::size_t>(d)]);
+      for (index_t d : g[l].dominant) CHECK(sim3[l][e * grp_e + own] >= sim3[l][e * grp_e + static_cast<std::size_t>(d)]);
     }
 
   // From routing statistics: the same as from usage() and logit_similarity().
@@ -272,7 +272,7 @@ TEST_CASE("random_grouping: the given counts, every group used, seeded", "[merge
 
 TEST_CASE("weight_similarity: (cos + 1) / 2 of the flattened weight sets", "[merge][grouping]") {
   rng g(9);
-  bank_of<ffn_d> bank(g, 4, D, F);
+  grp_bank_of<ffn_d> bank(g, 4, grp_d, grp_f);
   // Slot 1 = 2 · slot 0, slot 2 = -slot 0, slot 3 = 0.
   bank.parameters([&](std::string_view, auto& p) {
     const std::size_t inner = p.size() / 4;
@@ -288,7 +288,7 @@ TEST_CASE("weight_similarity: (cos + 1) / 2 of the flattened weight sets", "[mer
   CHECK(s[3 * 4 + 3] == 1.0);
   // A general pair, by hand over all four parameters.
   rng g2(10);
-  bank_of<ffn_d> other(g2, 4, D, F);
+  grp_bank_of<ffn_d> other(g2, 4, grp_d, grp_f);
   const auto w = per_slot(other);
   double dot = 0, n0 = 0, n1 = 0;
   const std::size_t inner_total = [&] {
@@ -296,7 +296,7 @@ TEST_CASE("weight_similarity: (cos + 1) / 2 of the flattened weight sets", "[mer
     for (auto& [name, v] : w) n += v.size() / 4;
     return n;
   }();
-  CHECK(inner_total == D * F + F + F * D + D);
+  CHECK(inner_total == grp_d * grp_f + grp_f + grp_f * grp_d + grp_d);
   for (auto& [name, v] : w) {
     const std::size_t inner = v.size() / 4;
     for (std::size_t i = 0; i < inner; ++i) {
@@ -316,7 +316,7 @@ TEST_CASE("weight_similarity: (cos + 1) / 2 of the flattened weight sets", "[mer
 
 TEMPLATE_TEST_CASE("share(map, weights): the weighted mean of the slots' sets", "[merge][share]", ffn_d, swiglu_d) {
   rng g(21);
-  bank_of<TestType> bank(g, 5, D, F);
+  grp_bank_of<TestType> bank(g, 5, grp_d, grp_f);
   const auto before = per_slot(bank);
   // Group 0: slots 0 (w 1) and 2 (w 3); group 1: slots 1 and 3, weights 0 (plain mean); group 2: slot 4.
   const labels_t map = {0, 1, 0, 1, 2};
@@ -356,7 +356,7 @@ TEMPLATE_TEST_CASE("share(map, weights): the weighted mean of the slots' sets", 
 
   // share(map) is share(map, equal weights).
   rng g3(22);
-  bank_of<TestType> a(g3, 5, D, F);
+  grp_bank_of<TestType> a(g3, 5, grp_d, grp_f);
   auto b = a;
   a.share(moe::slot_map<cpu>(map));
   b.share(moe::slot_map<cpu>(map), std::vector<double>(5, 7.0));
@@ -366,7 +366,7 @@ TEMPLATE_TEST_CASE("share(map, weights): the weighted mean of the slots' sets", 
 
 TEST_CASE("share(map, weights) and merge_experts reject bad weights and sizes", "[merge][share][errors]") {
   rng g(23);
-  bank_of<ffn_d> bank(g, 4, D, F);
+  grp_bank_of<ffn_d> bank(g, 4, grp_d, grp_f);
   const moe::slot_map<cpu> m(labels_t{0, 1, 0, 1});
   const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
   REQUIRE_THROWS_WITH(bank.share(m, {1, -1, 1, 1}),
@@ -418,18 +418,18 @@ TEST_CASE("grouping rejects bad inputs", "[merge][grouping][errors]") {
 TEMPLATE_TEST_CASE("merging identical experts leaves a moe::layer's outputs and gradients unchanged",
                    "[merge][merge_experts]", ffn_d, swiglu_d) {
   rng g(31);
-  const auto x = normal<double>(g, shape<dyn, dyn>{T, D});
-  const auto dy = normal<double>(g, shape<dyn, dyn>{T, D});
+  const auto x = normal<double>(g, shape<dyn, dyn>{grp_t, grp_d});
+  const auto dy = normal<double>(g, shape<dyn, dyn>{grp_t, grp_d});
   auto plain = make_layer<TestType>(32);
   plain.experts().parameters([&](std::string_view, auto& p) {  // every set = set 0
-    const std::size_t inner = p.size() / E;
-    for (std::size_t s = 1; s < E; ++s) std::copy(p.value().data(), p.value().data() + inner, p.value().data() + s * inner);
+    const std::size_t inner = p.size() / grp_e;
+    for (std::size_t s = 1; s < grp_e; ++s) std::copy(p.value().data(), p.value().data() + inner, p.value().data() + s * inner);
   });
   auto merged = plain;
   const labels_t labels = {0, 1, 1, 0, 2, 1};
   merge::merge_experts(merged.experts(), labels, {0.3, 0.1, 0.2, 0, 0.25, 0.15});
   REQUIRE(merged.experts().weight_sets() == 3);
-  const auto a = run(plain, x, dy), b = run(merged, x, dy);
+  const auto a = grp_run(plain, x, dy), b = grp_run(merged, x, dy);
   CHECK(max_abs_diff(a.y, b.y) < 1e-12);
   CHECK(max_abs_diff(a.dx, b.dx) < 1e-12);
   const auto& ra = a.grads.at("router.weight");
@@ -438,9 +438,9 @@ TEMPLATE_TEST_CASE("merging identical experts leaves a moe::layer's outputs and 
   for (auto& [name, gb] : b.grads) {
     if (name == "router.weight") continue;
     const auto& ga = a.grads.at(name);
-    const std::size_t inner = ga.size() / E;
+    const std::size_t inner = ga.size() / grp_e;
     std::vector<double> summed(3 * inner, 0.0);
-    for (std::size_t s = 0; s < E; ++s)
+    for (std::size_t s = 0; s < grp_e; ++s)
       for (std::size_t i = 0; i < inner; ++i) summed[static_cast<std::size_t>(labels[s]) * inner + i] += ga[s * inner + i];
     INFO(name);
     REQUIRE(gb.size() == summed.size());
@@ -451,7 +451,7 @@ TEMPLATE_TEST_CASE("merging identical experts leaves a moe::layer's outputs and 
 TEMPLATE_TEST_CASE("a frequency or uniform merge equals a layer built from the averaged weights", "[merge][merge_experts]",
                    ffn_d, swiglu_d) {
   rng g(41);
-  const auto x = normal<double>(g, shape<dyn, dyn>{T, D});
+  const auto x = normal<double>(g, shape<dyn, dyn>{grp_t, grp_d});
   const labels_t labels = {2, 0, 1, 0, 2, 2};
   const std::vector<double> f = {0.125, 0.25, 0.2, 0.05, 0.375, 0};
   for (auto w : {merge::weighting::frequency, merge::weighting::uniform}) {
@@ -460,11 +460,11 @@ TEMPLATE_TEST_CASE("a frequency or uniform merge equals a layer built from the a
     const auto before = per_slot(merged.experts());
     merge::merge_experts(merged.experts(), labels, f, w);
     CHECK(merged.experts().weight_sets() == 3);
-    const std::vector<double> weights = w == merge::weighting::frequency ? f : std::vector<double>(E, 1.0);
+    const std::vector<double> weights = w == merge::weighting::frequency ? f : std::vector<double>(grp_e, 1.0);
     by_hand.experts().parameters([&](std::string_view name, auto& p) {
       const auto sets = weighted_mean(before.at(std::string(name)), labels, weights);
-      const std::size_t inner = p.size() / E;
-      for (std::size_t s = 0; s < E; ++s)
+      const std::size_t inner = p.size() / grp_e;
+      for (std::size_t s = 0; s < grp_e; ++s)
         std::copy(sets.begin() + labels[s] * static_cast<std::ptrdiff_t>(inner),
                   sets.begin() + (labels[s] + 1) * static_cast<std::ptrdiff_t>(inner), p.value().data() + s * inner);
     });

@@ -18,8 +18,8 @@ using namespace moekit;
 
 namespace {
 
-constexpr mlp::config tiny{.in = 6, .width = 4, .blocks = 2, .classes = 3, .expansion = 2};
-using tiny_mlp = mlp::bottleneck_mlp<tiny>;
+constexpr mlp::config ckpt_tiny{.in = 6, .width = 4, .blocks = 2, .classes = 3, .expansion = 2};
+using tiny_mlp = mlp::bottleneck_mlp<ckpt_tiny>;
 
 /// A scratch file removed at the end of the test.
 struct temp_file {
@@ -32,26 +32,26 @@ struct temp_file {
   }
 };
 
-struct batch {
+struct ckpt_batch {
   tensor<float, shape<dyn, 6>> x;
   tensor<index_t, shape<dyn>> y;
 };
-batch make_batch(std::uint64_t seed) {
+ckpt_batch make_ckpt_batch(std::uint64_t seed) {
   rng g(seed);
-  batch b{normal<float>(g, shape<dyn, 6>{16}), tensor<index_t, shape<dyn>>(shape<dyn>{16})};
+  ckpt_batch b{normal<float>(g, shape<dyn, 6>{16}), tensor<index_t, shape<dyn>>(shape<dyn>{16})};
   for (std::size_t i = 0; i < 16; ++i) b.y[i] = static_cast<index_t>(i % 3);
   return b;
 }
 
 template <class M, class Opt>
-void train_step(M& model, Opt& opt, const batch& b) {
+void train_step(M& model, Opt& opt, const ckpt_batch& b) {
   tape t;
   opt.zero_grad();
   t.backward(cross_entropy(model(t.input(b.x)), b.y));
   opt.step();
 }
 
-std::vector<float> values_of(tiny_mlp& m) {
+std::vector<float> ckpt_values_of(tiny_mlp& m) {
   std::vector<float> out;
   visit_parameters(m, [&](const std::string&, auto& p) {
     for (std::size_t i = 0; i < p.size(); ++i) out.push_back(p.value()[i]);
@@ -59,7 +59,7 @@ std::vector<float> values_of(tiny_mlp& m) {
   return out;
 }
 
-std::vector<float> predict(tiny_mlp& m, const batch& b) {
+std::vector<float> predict(tiny_mlp& m, const ckpt_batch& b) {
   no_grad guard;
   tape t;
   auto y = m(t.input(b.x));
@@ -75,14 +75,14 @@ void check_round_trip(const Options& o, const char* name) {
   rng g1(1), g2(2);
   tiny_mlp a(g1), b(g2);
   Opt opt_a(a, o), opt_b(b, o);
-  for (int s = 0; s < 3; ++s) train_step(a, opt_a, make_batch(10 + s));
+  for (int s = 0; s < 3; ++s) train_step(a, opt_a, make_ckpt_batch(10 + s));
   io::save_checkpoint(file.path, a, opt_a, {{"epoch", "3"}});
 
-  REQUIRE(values_of(a) != values_of(b));
+  REQUIRE(ckpt_values_of(a) != ckpt_values_of(b));
   const auto meta = io::load_checkpoint(file.path, b, opt_b);
   CHECK(meta.at("epoch") == "3");
-  REQUIRE(values_of(a) == values_of(b));
-  const batch test = make_batch(99);
+  REQUIRE(ckpt_values_of(a) == ckpt_values_of(b));
+  const ckpt_batch test = make_ckpt_batch(99);
   REQUIRE(predict(a, test) == predict(b, test));  // identical predictions, bit for bit
   REQUIRE(opt_b.steps() == 3);
   REQUIRE(opt_b.state(0, 0).step == 3);
@@ -93,12 +93,12 @@ void check_round_trip(const Options& o, const char* name) {
   Opt opt_c(c, o);
   io::load_safetensors(file.path, c, /*allow_extra=*/true);
   for (int s = 0; s < 2; ++s) {
-    train_step(a, opt_a, make_batch(20 + s));
-    train_step(b, opt_b, make_batch(20 + s));
-    train_step(c, opt_c, make_batch(20 + s));
+    train_step(a, opt_a, make_ckpt_batch(20 + s));
+    train_step(b, opt_b, make_ckpt_batch(20 + s));
+    train_step(c, opt_c, make_ckpt_batch(20 + s));
   }
-  REQUIRE(values_of(a) == values_of(b));
-  REQUIRE(values_of(a) != values_of(c));
+  REQUIRE(ckpt_values_of(a) == ckpt_values_of(b));
+  REQUIRE(ckpt_values_of(a) != ckpt_values_of(c));
 }
 
 }  // namespace
@@ -118,7 +118,7 @@ TEST_CASE("optimizer_state_records: names, dtypes, shapes", "[mlp][checkpoint][o
   CHECK(before[0].name == "optim.steps");
   CHECK(before[0].dtype == "U64");
   CHECK(before[0].shape.empty());
-  train_step(m, opt, make_batch(5));
+  train_step(m, opt, make_ckpt_batch(5));
   auto after = io::optimizer_state_records(opt, "o/");
   REQUIRE(after.size() == 1 + 16 * 3);  // step, exp_avg, exp_avg_sq per parameter
   CHECK(after[1].name == "o/stem.weight.step");
@@ -144,7 +144,7 @@ TEST_CASE("checkpoint: bad files are io_errors and change nothing", "[mlp][check
   rng g(6);
   tiny_mlp a(g);
   optim::adamw<float> opt_a(a);
-  train_step(a, opt_a, make_batch(7));
+  train_step(a, opt_a, make_ckpt_batch(7));
   io::save_checkpoint(file.path, a, opt_a);
 
   // Another width: the parameter shapes differ.
@@ -160,9 +160,9 @@ TEST_CASE("checkpoint: bad files are io_errors and change nothing", "[mlp][check
   rng g3(8);
   tiny_mlp b(g3);
   optim::adamw<float> opt_b(b);
-  const auto b_before = values_of(b);
+  const auto b_before = ckpt_values_of(b);
   REQUIRE_THROWS_WITH(io::load_checkpoint(model_only.path, b, opt_b), Catch::Contains("optim.steps"));
-  CHECK(values_of(b) == b_before);
+  CHECK(ckpt_values_of(b) == b_before);
   CHECK(opt_b.steps() == 0);
 
   // Optimizer state of a parameter the optimizer does not have.

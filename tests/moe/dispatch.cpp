@@ -119,13 +119,13 @@ namespace {
 using router_d = moe::top_k_router<dyn, dyn, dyn, double>;
 using expert_d = moe::ffn_expert<dyn, dyn>;
 using layer_d = moe::layer<router_d, expert_d, double>;
-constexpr std::size_t D = 6, F = 5, E = 4, T = 10;
+constexpr std::size_t disp_d = 6, disp_f = 5, disp_e = 4, disp_t = 10;
 
 layer_d make_layer(std::uint64_t seed, std::size_t k = 2) {
   rng g(seed);
-  router_d router(g, {}, D, E, k);
+  router_d router(g, {}, disp_d, disp_e, k);
   router.parameters([&](std::string_view, auto& w) { w.value() = normal<double>(g, w.shape(), 0.0, 2.0); });
-  return layer_d(std::move(router), layer_d::bank_type(g, E, D, F));
+  return layer_d(std::move(router), layer_d::bank_type(g, disp_e, disp_d, disp_f));
 }
 
 struct run_result {
@@ -149,8 +149,8 @@ run_result run(layer_d& layer, const tensor<double, shape<dyn, dyn>>& x, const t
 
 TEST_CASE("shared weights: E slots on G sets equal a dense layer with tied weights", "[moe][sharing]") {
   rng g(3);
-  const auto x = normal<double>(g, shape<dyn, dyn>{T, D});
-  const auto dy = normal<double>(g, shape<dyn, dyn>{T, D});
+  const auto x = normal<double>(g, shape<dyn, dyn>{disp_t, disp_d});
+  const auto dy = normal<double>(g, shape<dyn, dyn>{disp_t, disp_d});
   auto shared = make_layer(11);
   auto tied = make_layer(11);  // same router and original weights
   const std::vector<index_t> map{0, 1, 0, 1};
@@ -160,22 +160,22 @@ TEST_CASE("shared weights: E slots on G sets equal a dense layer with tied weigh
   shared.experts().share(moe::slot_map<cpu>(map));
   REQUIRE(shared.experts().weight_sets() == 2);
   REQUIRE(shared.experts().experts() == 4);
-  const std::size_t m = D * F;
+  const std::size_t m = disp_d * disp_f;
   for (std::size_t i = 0; i < m; ++i) {
     CHECK(shared.experts().w1().value().data()[i] == Approx((w1_before.data()[i] + w1_before.data()[2 * m + i]) / 2));
     CHECK(shared.experts().w1().value().data()[m + i] ==
           Approx((w1_before.data()[m + i] + w1_before.data()[3 * m + i]) / 2));
   }
   // Parameters: router + 2 sets, not 4.
-  const std::size_t per_set = 2 * D * F + F + D;
-  CHECK(count_parameters(shared) == D * E + 2 * per_set);
+  const std::size_t per_set = 2 * disp_d * disp_f + disp_f + disp_d;
+  CHECK(count_parameters(shared) == disp_d * disp_e + 2 * per_set);
 
   // The tied reference: 4 unshared sets, slot s holding set map[s]'s weights.
   shared.experts().parameters([&](std::string_view name, auto& p) {
     tied.experts().parameters([&](std::string_view name2, auto& q) {
       if (name != name2) return;
       const std::size_t inner = p.size() / p.extent(0);
-      for (std::size_t s = 0; s < E; ++s)
+      for (std::size_t s = 0; s < disp_e; ++s)
         std::copy(p.value().data() + map[s] * inner, p.value().data() + (map[s] + 1) * inner, q.value().data() + s * inner);
     });
   });
@@ -190,7 +190,7 @@ TEST_CASE("shared weights: E slots on G sets equal a dense layer with tied weigh
     const auto& gt = b.grads.at(name);
     const std::size_t inner = gs.size() / 2;
     std::vector<double> summed(2 * inner, 0.0);
-    for (std::size_t s = 0; s < E; ++s)
+    for (std::size_t s = 0; s < disp_e; ++s)
       for (std::size_t i = 0; i < inner; ++i) summed[map[s] * inner + i] += gt[s * inner + i];
     INFO(name);
     CHECK(max_abs_diff(gs.data(), summed.data(), summed.size()) < 1e-12);
@@ -207,7 +207,7 @@ TEST_CASE("shared weights: a checkpoint reloads at the merged size", "[moe][shar
   moekit::testing::temp_dir dir("dispatch");
   const auto path = dir / "merged.safetensors";
   rng g(4);
-  const auto x = normal<double>(g, shape<dyn, dyn>{T, D});
+  const auto x = normal<double>(g, shape<dyn, dyn>{disp_t, disp_d});
   auto merged = make_layer(5);
   merged.experts().share(moe::slot_map<cpu>(std::vector<index_t>{2, 0, 1, 0}));
   io::save_safetensors(path, merged);
@@ -236,22 +236,22 @@ TEST_CASE("a plan-aware bank sees each row's token: equal to a dense reference",
   static_assert(moe::plan_aware_bank<layer_t::bank_type, var<double, shape<dyn, dyn>>, cpu>);
   constexpr std::size_t seq = 5;
   rng g(8);
-  router_d router(g, {}, D, E, 2);
+  router_d router(g, {}, disp_d, disp_e, 2);
   router.parameters([&](std::string_view, auto& w) { w.value() = normal<double>(g, w.shape(), 0.0, 2.0); });
-  layer_t layer(std::move(router), layer_t::bank_type(g, E, seq, D));
-  const auto x = normal<double>(g, shape<dyn, dyn>{T, D});
+  layer_t layer(std::move(router), layer_t::bank_type(g, disp_e, seq, disp_d));
+  const auto x = normal<double>(g, shape<dyn, dyn>{disp_t, disp_d});
   tape t;
   auto y = layer(t.input(x)).value();
   const auto& plan = layer.last_routing();
   const auto& w = layer.experts().w_.value();
   const auto& p = layer.experts().p_.value();
-  for (std::size_t tok = 0; tok < T; ++tok)
-    for (std::size_t c = 0; c < D; ++c) {
+  for (std::size_t tok = 0; tok < disp_t; ++tok)
+    for (std::size_t c = 0; c < disp_d; ++c) {
       double want = 0;
       for (std::size_t j = 0; j < 2; ++j) {
         const auto e = static_cast<std::size_t>(plan.choice(tok, j));
         double v = p(e * seq + tok % seq, c);
-        for (std::size_t i = 0; i < D; ++i) v += x(tok, i) * w(e, i, c);
+        for (std::size_t i = 0; i < disp_d; ++i) v += x(tok, i) * w(e, i, c);
         want += plan.choice_gate.value()(tok, j) * v;
       }
       CHECK(y(tok, c) == Approx(want).margin(1e-12));
@@ -262,20 +262,20 @@ TEST_CASE("an fp32 router under an fp64 layer: gates cast where they meet the ex
   using router_f = moe::cast_router<moe::top_k_router<dyn, dyn, dyn, float>>;
   using layer_f = moe::layer<router_f, expert_d, double>;
   rng g(9);
-  router_f router(g, moe::top_k_options{.load_balance_weight = 0.01}, D, E, 2);
+  router_f router(g, moe::top_k_options{.load_balance_weight = 0.01}, disp_d, disp_e, 2);
   router.parameters([&](std::string_view, auto& w) { w.value() = normal<float>(g, w.shape(), 0.f, 2.f); });
   rng gb(10);
-  layer_f mixed(std::move(router), layer_f::bank_type(gb, E, D, F));
+  layer_f mixed(std::move(router), layer_f::bank_type(gb, disp_e, disp_d, disp_f));
   // The same layer all in fp64, its router weight the fp32 one widened.
   rng gr(0);
-  router_d router_d64(gr, {.load_balance_weight = 0.01}, D, E, 2);
+  router_d router_d64(gr, {.load_balance_weight = 0.01}, disp_d, disp_e, 2);
   router_d64.parameters([&](std::string_view, auto& w) {
     mixed.router().parameters([&](std::string_view, auto& wf) { w.value() = cast<double>(wf.value()); });
   });
   rng gb2(10);
-  layer_d wide(std::move(router_d64), layer_d::bank_type(gb2, E, D, F));
+  layer_d wide(std::move(router_d64), layer_d::bank_type(gb2, disp_e, disp_d, disp_f));
 
-  const auto x = normal<double>(g, shape<dyn, dyn>{T, D});
+  const auto x = normal<double>(g, shape<dyn, dyn>{disp_t, disp_d});
   tape t;
   auto xv = t.variable(x);
   auto y = mixed(xv);

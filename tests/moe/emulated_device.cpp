@@ -91,7 +91,7 @@ step_result run_step(M& model, const X& x, const X& dy) {
   return run_step<B>(model, x, dy, [](auto& m) -> const auto& { return m.last_routing(); });
 }
 
-void require_close(const std::vector<double>& a, const std::vector<double>& b, const std::string& what) {
+void emu_require_close(const std::vector<double>& a, const std::vector<double>& b, const std::string& what) {
   INFO(what);
   REQUIRE(a.size() == b.size());
   for (std::size_t i = 0; i < a.size(); ++i) {
@@ -109,18 +109,18 @@ void require_same_step(const step_result& h, const step_result& d) {
   require_equal(h.offsets, d.offsets, "offsets");
   require_equal(h.token, d.token, "token");
   require_equal(h.expert, d.expert, "expert");
-  require_close(h.gate, d.gate, "gate");
+  emu_require_close(h.gate, d.gate, "gate");
   REQUIRE(h.dropped == d.dropped);
   REQUIRE(h.aux_names == d.aux_names);
-  require_close(h.aux_values, d.aux_values, "aux terms");
+  emu_require_close(h.aux_values, d.aux_values, "aux terms");
   REQUIRE(h.aux_loss == Approx(d.aux_loss).epsilon(1e-6).margin(1e-9));
-  require_close(h.y, d.y, "output");
-  require_close(h.dx, d.dx, "d input");
+  emu_require_close(h.y, d.y, "output");
+  emu_require_close(h.dx, d.dx, "d input");
   REQUIRE(h.params.size() == d.params.size());
   for (const auto& [path, v] : h.params) {
     REQUIRE(d.params.count(path) == 1);
     require_equal(v, d.params.at(path), "value of " + path);  // same seed, same draws on both backends
-    require_close(h.grads.at(path), d.grads.at(path), "gradient of " + path);
+    emu_require_close(h.grads.at(path), d.grads.at(path), "gradient of " + path);
   }
 }
 
@@ -160,15 +160,15 @@ step_result compare_top_k(moe::top_k_options o, bool shared, std::size_t tokens)
   return h;
 }
 
-using gelu_ffn = moe::ffn_expert<d_model, d_ff>;
-using relu_ffn_nobias = moe::ffn_expert<d_model, d_ff, moe::activation::relu, false>;
-using silu_ffn = moe::ffn_expert<d_model, d_ff, moe::activation::silu>;
-using swiglu = moe::swiglu_expert<d_model, d_ff>;
+using emu_gelu_ffn = moe::ffn_expert<d_model, d_ff>;
+using emu_relu_ffn_nobias = moe::ffn_expert<d_model, d_ff, moe::activation::relu, false>;
+using emu_silu_ffn = moe::ffn_expert<d_model, d_ff, moe::activation::silu>;
+using emu_swiglu = moe::swiglu_expert<d_model, d_ff>;
 
 }  // namespace
 
 TEST_CASE("emulated device: top-1 softmax, dropless, every aux loss, FFN experts", "[moe][device]") {
-  const auto h = compare_top_k<5, 1, gelu_ffn>(
+  const auto h = compare_top_k<5, 1, emu_gelu_ffn>(
       {.load_balance_weight = 0.01, .z_loss_weight = 0.001, .sequence_balance_weight = 0.1, .seq_len = 4}, false, 12);
   REQUIRE(h.dropped == 0);
   REQUIRE(h.token.size() == 12);
@@ -176,7 +176,7 @@ TEST_CASE("emulated device: top-1 softmax, dropless, every aux loss, FFN experts
 }
 
 TEST_CASE("emulated device: top-2 softmax renormalised, capacity drops, noise and jitter", "[moe][device]") {
-  const auto h = compare_top_k<4, 2, relu_ffn_nobias>(
+  const auto h = compare_top_k<4, 2, emu_relu_ffn_nobias>(
       {.capacity_factor = 0.5, .jitter = 0.1, .noise = 0.5, .load_balance_weight = 0.01}, false, 16);
   REQUIRE(h.dropped > 0);
   REQUIRE(h.token.size() + h.dropped == 32);
@@ -185,7 +185,7 @@ TEST_CASE("emulated device: top-2 softmax renormalised, capacity drops, noise an
 }
 
 TEST_CASE("emulated device: top-2 sigmoid, not renormalised, capacity 1, SwiGLU experts", "[moe][device]") {
-  const auto h = compare_top_k<4, 2, swiglu>(
+  const auto h = compare_top_k<4, 2, emu_swiglu>(
       {.score = moe::score_fn::sigmoid, .renormalize = false, .capacity_factor = 1.0, .z_loss_weight = 0.01}, false,
       14);
   REQUIRE(h.token.size() + h.dropped == 28);
@@ -193,7 +193,7 @@ TEST_CASE("emulated device: top-2 sigmoid, not renormalised, capacity 1, SwiGLU 
 
 TEST_CASE("emulated device: top-1 sigmoid with a shared expert, and experts left empty", "[moe][device]") {
   // 8 experts, 3 tokens: at least 5 experts get no rows (empty groups everywhere).
-  const auto h = compare_top_k<8, 1, silu_ffn>({.score = moe::score_fn::sigmoid, .load_balance_weight = 0.01}, true, 3);
+  const auto h = compare_top_k<8, 1, emu_silu_ffn>({.score = moe::score_fn::sigmoid, .load_balance_weight = 0.01}, true, 3);
   std::size_t empty = 0;
   for (std::size_t e = 0; e < 8; ++e) empty += h.offsets[e + 1] == h.offsets[e];
   REQUIRE(empty >= 5);
@@ -233,11 +233,11 @@ TEST_CASE("emulated device: expert choice with FFN and SwiGLU experts", "[moe][d
     const auto b = random_batch(10, d_model, 2);
     return run_step<B>(layer, b.x, b.dy);
   };
-  const auto h = run(cpu{}, gelu_ffn{}, true);
-  require_same_step(h, run(device{}, gelu_ffn{}, true));
+  const auto h = run(cpu{}, emu_gelu_ffn{}, true);
+  require_same_step(h, run(device{}, emu_gelu_ffn{}, true));
   // c = ceil(1.5 · 10 / 4) = 4 tokens for each of the 4 experts.
   REQUIRE(h.offsets == std::vector<double>{0, 4, 8, 12, 16});
-  require_same_step(run(cpu{}, swiglu{}, false), run(device{}, swiglu{}, false));
+  require_same_step(run(cpu{}, emu_swiglu{}, false), run(device{}, emu_swiglu{}, false));
 }
 
 TEST_CASE("emulated device: the baseline MoEs", "[moe][device][baselines]") {
@@ -274,8 +274,8 @@ TEST_CASE("emulated device: a transformer block with an MoE FFN", "[moe][device]
 
 TEST_CASE("emulated device: routing statistics of a device plan equal the host's", "[moe][device][stats]") {
   const auto b = random_batch(12, d_model);
-  auto on_host = make_top_k<cpu, 4, 2, gelu_ffn>({.capacity_factor = 0.75}, false);
-  auto on_device = make_top_k<device, 4, 2, gelu_ffn>({.capacity_factor = 0.75}, false);
+  auto on_host = make_top_k<cpu, 4, 2, emu_gelu_ffn>({.capacity_factor = 0.75}, false);
+  auto on_device = make_top_k<device, 4, 2, emu_gelu_ffn>({.capacity_factor = 0.75}, false);
   moe::routing_stats sh, sd;
   for (int step = 0; step < 2; ++step) {
     run_step<cpu>(on_host, b.x, b.dy);
@@ -287,7 +287,7 @@ TEST_CASE("emulated device: routing statistics of a device plan equal the host's
   REQUIRE(sh.first_choice_counts() == sd.first_choice_counts());
   REQUIRE(sh.dropped() == sd.dropped());
   REQUIRE(sh.dropped() > 0);
-  require_close(sh.logit_gram(), sd.logit_gram(), "logit Gram matrix");
+  emu_require_close(sh.logit_gram(), sd.logit_gram(), "logit Gram matrix");
   REQUIRE(on_device.last_routing().counts() == on_host.last_routing().counts());
 }
 
@@ -305,7 +305,7 @@ TEST_CASE("device MoE layer step: no host read when dropless, one with a capacit
   };
 
   SECTION("top-k, dropless, aux losses and a shared expert") {
-    auto layer = make_top_k<metered_device, 4, 2, gelu_ffn>(
+    auto layer = make_top_k<metered_device, 4, 2, emu_gelu_ffn>(
         {.load_balance_weight = 0.01, .z_loss_weight = 0.001, .sequence_balance_weight = 0.1, .seq_len = 6}, true);
     REQUIRE(reads_of_step(layer) == std::pair<std::size_t, std::size_t>{0, 0});
     // The aux terms are read only when asked for, one copy each.
@@ -314,13 +314,13 @@ TEST_CASE("device MoE layer step: no host read when dropless, one with a capacit
     REQUIRE(metered_device::host_reads() == before + 1);
   }
   SECTION("top-k with a capacity factor: one read, the kept total") {
-    auto layer = make_top_k<metered_device, 4, 2, swiglu>({.capacity_factor = 0.5}, false);
+    auto layer = make_top_k<metered_device, 4, 2, emu_swiglu>({.capacity_factor = 0.5}, false);
     REQUIRE(reads_of_step(layer) == std::pair<std::size_t, std::size_t>{1, 0});
     REQUIRE(layer.last_routing().dropped > 0);
   }
   SECTION("expert choice") {
     using router_t = moe::expert_choice_router<d_model, 4, float, metered_device>;
-    using layer_t = moe::layer<router_t, gelu_ffn, float, metered_device>;
+    using layer_t = moe::layer<router_t, emu_gelu_ffn, float, metered_device>;
     rng g(2);
     router_t router(g);
     layer_t layer(std::move(router), layer_t::bank_type(g));
@@ -375,7 +375,7 @@ TEST_CASE("grouped rows kernels on device offsets, with empty groups", "[moe][de
 TEST_CASE("emulated device: a bank with shared weights, and by_sequence", "[moe][device][sharing]") {
   const std::vector<index_t> map{1, 0, 1, 2};
   auto shared_layer = [&]<class B>(B) {
-    auto layer = make_top_k<B, 4, 2, gelu_ffn>({.load_balance_weight = 0.01}, false);
+    auto layer = make_top_k<B, 4, 2, emu_gelu_ffn>({.load_balance_weight = 0.01}, false);
     layer.experts().share(moe::slot_map<B>(map));
     return layer;
   };

@@ -185,7 +185,7 @@ std::map<std::string, std::vector<float>> take_grads(M& model) {
 }
 
 template <class S>
-std::vector<float> values(const tensor<float, S>& t) {
+std::vector<float> float_values(const tensor<float, S>& t) {
   return {t.data(), t.data() + t.size()};
 }
 
@@ -236,7 +236,7 @@ void require_matches_dense(Layer& layer, std::uint64_t seed, Gates gates_of) {
   auto xv = t.variable(x);
   auto y = layer(xv);  // (T, D)
   t.backward(y, dy);
-  const auto y_moe = values(y.value()), dx_moe = values(xv.grad());
+  const auto y_moe = float_values(y.value()), dx_moe = float_values(xv.grad());
   const auto grads_moe = take_grads(layer);
 
   tape t2;
@@ -247,8 +247,8 @@ void require_matches_dense(Layer& layer, std::uint64_t seed, Gates gates_of) {
   const auto grads_ref = take_grads(layer);
 
   require_plan_matches(layer, ref);
-  require_close(y_moe, values(yr.value()), "output");
-  require_close(dx_moe, values(xr.grad()), "d x");
+  require_close(y_moe, float_values(yr.value()), "output");
+  require_close(dx_moe, float_values(xr.grad()), "d x");
   REQUIRE(grads_moe.size() == grads_ref.size());
   for (const auto& [path, grad] : grads_ref) {
     REQUIRE(grads_moe.count(path) == 1);
@@ -433,8 +433,8 @@ std::vector<std::vector<float>> seeded_run(std::uint64_t seed, std::size_t token
     auto xv = t.variable(x);
     auto y = layer(xv);
     t.backward(y, dy);
-    out.push_back(values(y.value()));
-    out.push_back(values(xv.grad()));
+    out.push_back(float_values(y.value()));
+    out.push_back(float_values(xv.grad()));
     for (auto& [path, grad] : take_grads(layer)) out.push_back(grad);
   }
   return out;

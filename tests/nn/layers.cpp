@@ -54,7 +54,7 @@ std::pair<double, double> column_moments(const X& x, std::size_t c) {
 }
 
 template <class T, class S>
-var<T, S> constant(tensor<T, S> t) {
+var<T, S> layers_constant(tensor<T, S> t) {
   return var<T, S>(std::move(t), nullptr, nullptr);
 }
 
