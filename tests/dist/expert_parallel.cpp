@@ -233,3 +233,15 @@ TEST_CASE("expert_parallel on a backend the host cannot read (emulated device): 
   REQUIRE(host.size() == device.size());
   for (std::size_t i = 0; i < host.size(); ++i) CHECK(max_diff(host[i], device[i]) < 1e-5);
 }
+
+TEST_CASE("communicator: counts that do not fit the communicator are a value_error before any MPI call", "[dist]") {
+  auto world = dist::communicator::world();
+  const std::size_t p = world.ranks();
+  std::vector<std::size_t> wrong(p + 1, 0), right(p, 0);
+  double dummy = 0;
+  CHECK_THROWS_WITH(world.all_to_all_v(&dummy, wrong, &dummy, right, sizeof dummy, "test"),
+                    Catch::Contains("all_to_all_v (test)") && Catch::Contains("the communicator has"));
+  CHECK_THROWS_AS(world.start_all_to_all_v(&dummy, right, &dummy, wrong, sizeof dummy, "test"), value_error);
+  const std::vector<std::int64_t> three(3, 0);
+  if (p != 3) CHECK_THROWS_AS(world.all_to_all<std::int64_t>(three, 1, "test"), value_error);
+}
