@@ -223,7 +223,12 @@ seed_result run_mixture(const options& o, const mowst::graph_inputs<T>& in, mows
   // One draw the compute-saving way: the GNN only where q >= C, on the receptive field.
   const auto routed = mowst::route_sampled(c, in.test, draws);
   mowst::receptive_field<T> field;
-  const auto part = mowst::strong_logits_on(m.strong(), in.adj, in.features, routed, &field);
+  const bool sparse = in.sparse_features.rows() != 0;
+  auto on_field = [&](mowst::receptive_field<T>* f) {
+    return sparse ? mowst::strong_logits_on(m.strong(), in.adj, in.sparse_features, routed, f)
+                  : mowst::strong_logits_on(m.strong(), in.adj, in.features, routed, f);
+  };
+  const auto part = on_field(&field);
   const auto part_pred = predictions(part);
   for (std::size_t k = 0; k < routed.size(); ++k)
     if (part_pred[k] != strong_pred[static_cast<std::size_t>(routed[k])])
@@ -233,9 +238,9 @@ seed_result run_mixture(const options& o, const mowst::graph_inputs<T>& in, mows
   r.edges_fraction = static_cast<double>(field.edges()) / static_cast<double>(in.adj.nnz());
   r.full_ms = time_ms([&] {
     tape t2;
-    (void)m.strong()(in.adj, t2.input(in.features));
+    (void)mowst::strong_logits(m.strong(), in, t2);
   });
-  r.subset_ms = time_ms([&] { (void)mowst::strong_logits_on(m.strong(), in.adj, in.features, routed); });
+  r.subset_ms = time_ms([&] { (void)on_field(nullptr); });
   return r;
 }
 
@@ -268,7 +273,7 @@ std::vector<seed_result> run_seeds(const options& o, const graph::dataset& d) {
       c.in = in.num_features();
       c.classes = in.classes;
       graph::gnn<Conv> net(g, c, conv_options_of<Conv>(o));
-      r = run_expert(net, [&](tape& tp) { return net(in.adj, tp.input(in.features)); }, in, t, 1.0);
+      r = run_expert(net, [&](tape& tp) { return mowst::strong_logits(net, in, tp); }, in, t, 1.0);
     }
     r.seconds = seconds_since(t0);
     std::fprintf(stderr, "\r%100s\r", "");

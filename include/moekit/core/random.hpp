@@ -42,6 +42,17 @@ struct philox4x32 {
   MOEKIT_HOST_DEVICE static constexpr std::uint32_t word(std::uint64_t seed, std::uint64_t index) noexcept {
     return block(seed, index / 4)[index % 4];
   }
+
+  /// f(k, word(seed, index0 + k)) for k in [0, n), in order, computing each
+  /// 4-word block once: a quarter of the rounds of n calls to word().
+  template <class F>
+  static constexpr void for_each_word(std::uint64_t seed, std::uint64_t index0, std::uint64_t n, F&& f) {
+    for (std::uint64_t k = 0; k < n;) {
+      const std::uint64_t index = index0 + k;
+      const counter_type b = block(seed, index / 4);
+      for (std::uint64_t j = index % 4; j < 4 && k < n; ++j, ++k) f(k, b[j]);
+    }
+  }
 };
 
 /// Uniform float in (0, 1] from 32 random bits (never 0, so log() is safe).
@@ -72,7 +83,11 @@ class rng {
   /// The i-th uniform in (0, 1] at `offset`; pure, usable from any thread.
   template <class T>
   MOEKIT_HOST_DEVICE static constexpr T uniform_at(std::uint64_t seed, std::uint64_t index) noexcept {
-    const std::uint32_t w = philox4x32::word(seed, index);
+    return uniform_of<T>(philox4x32::word(seed, index));
+  }
+  /// The uniform in (0, 1] that uniform_at makes of a stream word.
+  template <class T>
+  MOEKIT_HOST_DEVICE static constexpr T uniform_of(std::uint32_t w) noexcept {
     if constexpr (sizeof(T) == 8) return static_cast<T>(to_unit_double(w));
     else return static_cast<T>(to_unit_float(w));
   }

@@ -73,10 +73,11 @@ class gat_conv {
     return csr<T, B>(looped.structure(), {});
   }
 
-  /// (n, in) -> (n, H·F) or (n, F) over the adjacency `adj` (n, n).
-  template <class S>
-  output_type operator()(const csr<T, B>& adj, const var<T, S, B>& x) {
-    const std::size_t n = x.extent(0), hf = heads_ * channels_;
+  /// (n, in) -> (n, H·F) or (n, F) over the adjacency `adj` (n, n). x is a
+  /// var, or CSR rows (sparse features: h·W is then an SpMM over the non-zeros).
+  template <class X>
+  output_type operator()(const csr<T, B>& adj, const X& x) {
+    const std::size_t n = adj.rows(), hf = heads_ * channels_;
     auto z = reshape(lin_(x), shape<dyn, dyn>{n, hf});                                          // (n, H·F)
     auto scores = [&](const auto& att) {                                                        // (n, H)
       return sum<2>(reshape(mul_rows(z, att), shape<dyn, dyn, dyn>{n, heads_, channels_}));

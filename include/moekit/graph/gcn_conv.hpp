@@ -42,9 +42,10 @@ class gcn_conv {
   /// The adjacency this layer expects: gcn_norm(a).
   static csr<T, B> prepare(const csr<T, B>& a) { return gcn_norm(a); }
 
-  /// (n, in) -> (n, out) over the normalised adjacency `adj` (n, n).
-  template <class S>
-  auto operator()(const csr<T, B>& adj, const var<T, S, B>& x) const {
+  /// (n, in) -> (n, out) over the normalised adjacency `adj` (n, n). x is a
+  /// var, or CSR rows (sparse features: H·W is then an SpMM over the non-zeros).
+  template <class X>
+  auto operator()(const csr<T, B>& adj, const X& x) const {
     auto h = spmm(adj, lin_(x));  // (n, out)
     return bias_.value().defined() ? add_rows(h, bias_) : h;
   }

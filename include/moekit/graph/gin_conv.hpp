@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../autograd/ops/activation.hpp"
@@ -57,10 +58,12 @@ class gin_conv {
   /// The adjacency this layer expects: a itself (sum aggregation).
   static csr<T, B> prepare(const csr<T, B>& a) { return sum_norm(a); }
 
-  /// (n, in) -> (n, out) over the adjacency `adj` (n, n).
-  template <class S>
-  auto operator()(const csr<T, B>& adj, const var<T, S, B>& x) {
-    auto h = first_(spmm(adj, x) + self_term(x));  // (n, out)
+  /// (n, in) -> (n, out) over the adjacency `adj` (n, n). x is a var, or CSR
+  /// rows (sparse features): the first linear layer then runs first, as
+  /// (A + (1 + ε)I)·(x·W) + b, and x·W is an SpMM over the non-zeros.
+  template <class X>
+  auto operator()(const csr<T, B>& adj, const X& x) {
+    var<T, shape<dyn, Out>, B> h = first_layer(adj, x);  // (n, out)
     for (std::size_t l = 0; l < rest_.size(); ++l) {
       if (!norms_.empty()) h = norms_[l](h);
       h = rest_[l](relu(h));
@@ -89,6 +92,18 @@ class gin_conv {
   }
 
  private:
+  /// The first linear layer of the MLP applied to (1 + ε)·x_i + Σ_j x_j. (n, out)
+  template <class X>
+  auto first_layer(const csr<T, B>& adj, const X& x) -> var<T, shape<dyn, Out>, B> {
+    if constexpr (std::is_same_v<X, csr<T, B>>) {
+      auto xw = spmm(x, first_.weight());           // (n, out)
+      auto h = spmm(adj, xw) + self_term(xw);       // (n, out)
+      return first_.has_bias() ? add_rows(h, first_.bias()) : h;
+    } else {
+      return first_(spmm(adj, x) + self_term(x));  // (n, out)
+    }
+  }
+
   /// (1 + ε)·x. A learned ε is a (1) parameter; x·(1 + ε) is then a
   /// (n·in, 1) x (1, 1) product, the one op that broadcasts a var scalar.
   template <class S>

@@ -67,9 +67,11 @@ class gnn {
   /// The adjacency the convolutions expect, from the raw graph (compute once).
   static csr<T, B> prepare(const csr<T, B>& a) { return Conv::prepare(a); }
 
-  /// (n, in) -> (n, classes) logits over the prepared adjacency.
-  template <class S>
-  output_type operator()(const csr<T, B>& adj, const var<T, S, B>& x) {
+  /// (n, in) -> (n, classes) logits over the prepared adjacency. x is a var,
+  /// or CSR rows (sparse features, e.g. sparse_rows(dense)): the first layer's
+  /// product with its weight is then an SpMM over the non-zeros.
+  template <class X>
+  output_type operator()(const csr<T, B>& adj, const X& x) {
     output_type h = convs_[0](adj, x);
     for (std::size_t l = 1; l < convs_.size(); ++l) {
       if (!norms_.empty()) h = norms_[l - 1](h);

@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <optional>
+#include <type_traits>
 
 #include "../autograd/ops/arithmetic.hpp"
 #include "../autograd/ops/layout.hpp"
@@ -45,11 +46,12 @@ class sage_conv {
   /// The adjacency this layer expects: mean_norm(a).
   static csr<T, B> prepare(const csr<T, B>& a) { return mean_norm(a); }
 
-  /// (n, in) -> (n, out) over the mean adjacency `adj` (n, n).
-  template <class S>
-  auto operator()(const csr<T, B>& adj, const var<T, S, B>& x) const {
-    var<T, shape<dyn, Out>, B> h = out_features() < in_features() ? spmm(adj, lin_neigh_(x))   // (n, out)
-                                                                  : lin_neigh_(spmm(adj, x));  // (n, out)
+  /// (n, in) -> (n, out) over the mean adjacency `adj` (n, n). x is a var, or
+  /// CSR rows (sparse features: both products with x are then SpMMs, and the
+  /// mean is taken after W_neigh).
+  template <class X>
+  auto operator()(const csr<T, B>& adj, const X& x) const {
+    var<T, shape<dyn, Out>, B> h = neighbours(adj, x);  // (n, out)
     // reshape: x's row count may be a static extent, h's is dyn; the sum takes h's type.
     if (lin_root_) h = h + reshape((*lin_root_)(x), h.shape());
     return bias_.value().defined() ? add_rows(h, bias_) : h;
@@ -66,6 +68,14 @@ class sage_conv {
   }
 
  private:
+  /// W_neigh · mean_{j -> i} x_j, multiplying first when that shrinks the rows. (n, out)
+  template <class X>
+  auto neighbours(const csr<T, B>& adj, const X& x) const -> var<T, shape<dyn, Out>, B> {
+    if constexpr (std::is_same_v<X, csr<T, B>>) return spmm(adj, lin_neigh_(x));
+    else if (out_features() < in_features()) return spmm(adj, lin_neigh_(x));
+    else return lin_neigh_(spmm(adj, x));
+  }
+
   nn::linear<In, Out, T, B> lin_neigh_;               // (in, out)
   std::optional<nn::linear<In, Out, T, B>> lin_root_;  // (in, out), absent without root weight
   parameter<T, shape<Out>, B> bias_;                  // (out)

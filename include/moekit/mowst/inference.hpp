@@ -30,6 +30,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -170,6 +171,27 @@ tensor<index_t, shape<dyn>, B> mixed_prediction(const tensor<T, S, B>& weak_logi
   return pred.reshape(shape<dyn>{pred.size()});
 }
 
+namespace detail {
+/// Rows `rows` of a CSR matrix x (n, d), in that order: (|rows|, d).
+template <class T>
+graph::csr<T> csr_rows(const graph::csr<T>& x, const tensor<index_t, shape<dyn>>& rows) {
+  std::vector<index_t> ptr(rows.size() + 1, 0), col;
+  std::vector<T> val;
+  for (std::size_t k = 0; k < rows.size(); ++k) {
+    const auto r = static_cast<std::size_t>(rows[k]);
+    for (auto e = x.row_ptr()[r]; e < x.row_ptr()[r + 1]; ++e) {
+      col.push_back(x.col()[static_cast<std::size_t>(e)]);
+      val.push_back(x.has_values() ? x.values()[static_cast<std::size_t>(e)] : T(1));
+    }
+    ptr[k + 1] = static_cast<index_t>(col.size());
+  }
+  tensor<T, shape<dyn>> values(shape<dyn>{val.size()});
+  std::copy(val.begin(), val.end(), values.data());
+  return graph::csr<T>(rows.size(), x.cols(), moekit::detail::index_tensor_of(ptr),
+                       moekit::detail::index_tensor_of(col), std::move(values));
+}
+}  // namespace detail
+
 /// The part of a graph an L-layer GNN reads to answer a set of target nodes.
 template <class T = float>
 struct receptive_field {
@@ -249,11 +271,12 @@ receptive_field<T> receptive_field_of(const graph::csr<T>& adj, const tensor<ind
 /// their receptive field (see the top of this file). `net` must be in eval
 /// mode (else batch statistics and dropout would couple the rows); `field`,
 /// when given, receives the receptive field, for reporting what was read.
-template <class Conv>
+/// `features` is the dense (n, F) matrix, or its CSR rows (sparse features,
+/// mowst::sparse_rows): the field's rows are then gathered as CSR rows too.
+template <class Conv, class Features>
 tensor<typename Conv::value_type, shape<dyn, dyn>> strong_logits_on(
-    graph::gnn<Conv>& net, const graph::csr<typename Conv::value_type>& adj,
-    const tensor<typename Conv::value_type, shape<dyn, dyn>>& features, const tensor<index_t, shape<dyn>>& targets,
-    receptive_field<typename Conv::value_type>* field = nullptr) {
+    graph::gnn<Conv>& net, const graph::csr<typename Conv::value_type>& adj, const Features& features,
+    const tensor<index_t, shape<dyn>>& targets, receptive_field<typename Conv::value_type>* field = nullptr) {
   using T = typename Conv::value_type;
   if (targets.size() == 0) {
     if (field) *field = {};
@@ -262,7 +285,9 @@ tensor<typename Conv::value_type, shape<dyn, dyn>> strong_logits_on(
   auto f = receptive_field_of(adj, targets, net.layers());
   no_grad off;
   tape t;
-  auto logits = net(f.adj, t.input(gather_rows(features, f.nodes))).value();  // (|R_0|, K)
+  tensor<T, shape<dyn, dyn>> logits;  // (|R_0|, K)
+  if constexpr (std::is_same_v<Features, graph::csr<T>>) logits = net(f.adj, detail::csr_rows(features, f.nodes)).value();
+  else logits = net(f.adj, t.input(gather_rows(features, f.nodes))).value();
   auto out = logits.rows(0, f.targets).clone();
   if (field) *field = std::move(f);
   return out;

@@ -92,14 +92,7 @@ class mlp {
   }
   /// The same for inputs given as a CSR matrix (n, in) (sparse_rows): the
   /// first layer is spmm(x, W) + b, the gradient of W is xᵀ·dY.
-  output_type operator()(const graph::csr<T, B>& x) {
-    auto& first = linears_[0];
-    if (x.cols() != first.in_features())
-      throw shape_error("mlp: sparse input " + x.str() + " for " + std::to_string(first.in_features()) +
-                        " input features");
-    output_type h = spmm(x, first.weight());  // (n, hidden)
-    return rest(first.has_bias() ? add_rows(h, first.bias()) : h);
-  }
+  output_type operator()(const graph::csr<T, B>& x) { return rest(linears_[0](x)); }
 
   void train() noexcept { set_training(true); }
   void eval() noexcept { set_training(false); }

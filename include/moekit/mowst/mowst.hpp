@@ -42,7 +42,7 @@ template <class T = float, backend B = cpu>
 struct graph_inputs {
   graph::csr<T, B> adj;                      // (n, n), prepared for the strong expert's convolution
   tensor<T, shape<dyn, dyn>, B> features;    // (n, F) dense: the strong expert's (and gate's) input
-  graph::csr<T, B> sparse_features;          // the same (n, F) as CSR: the weak expert's input
+  graph::csr<T, B> sparse_features;          // the same (n, F) as CSR when sparse (else empty): the experts' input
   tensor<index_t, shape<dyn>, B> labels;     // (n), -1 for unlabelled nodes
   tensor<index_t, shape<dyn>, B> train, val, test;  // node ids
   std::size_t classes = 0;
@@ -53,11 +53,13 @@ struct graph_inputs {
 
 struct input_options {
   bool normalize_features = true;  // divide each feature row by its sum (PyG NormalizeFeatures, Kipf & Welling)
+  double sparse_density = 0.1;     // keep a CSR copy of the features when at most this share is non-zero
 };
 
 /// The inputs for a mixture whose strong expert uses Conv: the adjacency
 /// symmetrised and prepared (Conv::prepare), the features optionally
-/// row-normalised, and their CSR form.
+/// row-normalised, and their CSR form when they are sparse (bag-of-words
+/// features are; a CSBM's Gaussian ones are not, and stay dense only).
 template <class Conv>
 graph_inputs<typename Conv::value_type> make_inputs(const graph::dataset& d, const input_options& o = {}) {
   using T = typename Conv::value_type;
@@ -71,7 +73,10 @@ graph_inputs<typename Conv::value_type> make_inputs(const graph::dataset& d, con
     for (std::size_t j = 0; j < d.num_features(); ++j)
       in.features(i, j) = static_cast<T>(static_cast<double>(d.features(i, j)) * scale);
   }
-  in.sparse_features = sparse_rows(in.features);
+  std::size_t nonzeros = 0;
+  for (std::size_t k = 0; k < in.features.size(); ++k) nonzeros += in.features.data()[k] != T(0);
+  if (static_cast<double>(nonzeros) <= o.sparse_density * static_cast<double>(in.features.size()))
+    in.sparse_features = sparse_rows(in.features);
   in.labels = d.labels;
   in.train = d.train;
   in.val = d.val;
@@ -86,6 +91,14 @@ template <class T, class B>
 var<T, shape<dyn, dyn>, B> weak_logits(mlp<T, B>& weak, const graph_inputs<T, B>& in, tape& t) {
   if (in.sparse_features.rows() != 0) return weak(in.sparse_features);
   return weak(t.input(in.features));
+}
+
+/// The strong expert's logits for every node: its first layer reads the CSR
+/// features when there are some (the same values, cheaper), else the dense ones.
+template <class Conv, class T, class B>
+var<T, shape<dyn, dyn>, B> strong_logits(graph::gnn<Conv>& strong, const graph_inputs<T, B>& in, tape& t) {
+  if (in.sparse_features.rows() != 0) return strong(in.adj, in.sparse_features);
+  return strong(in.adj, t.input(in.features));
 }
 
 /// The three outputs of a mixture over all n nodes.
@@ -119,7 +132,7 @@ class mixture {
   mixture_outputs<T, B> operator()(const graph_inputs<T, B>& in, tape& t) {
     auto z_weak = weak_logits(weak_, in, t);
     auto c = gate_on(z_weak, in, t);
-    return {z_weak, strong_(in.adj, t.input(in.features)), c};
+    return {z_weak, strong_logits(strong_, in, t), c};
   }
   /// The gate's confidence for weak logits over every node of `in`.
   var<T, shape<dyn>, B> gate_on(const var<T, shape<dyn, dyn>, B>& z_weak, const graph_inputs<T, B>& in, tape& t) {

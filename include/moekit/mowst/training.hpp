@@ -264,7 +264,7 @@ std::size_t pretrain_experts(mixture<Conv>& m, const graph_inputs<T>& in, const 
     c.dropout = o.pretrain_dropout;
     graph::gnn<Conv> net(unused, c, m.options());
     restore(net, take<T>(m.strong()));
-    epochs += train_expert(net, [&](tape& t) { return net(in.adj, t.input(in.features)); }, in, o, "pretrain-strong").epochs;
+    epochs += train_expert(net, [&](tape& t) { return strong_logits(net, in, t); }, in, o, "pretrain-strong").epochs;
     restore(m.strong(), take<T>(net));
   }
   return epochs;
@@ -320,14 +320,13 @@ train_result train_mowst(mixture<Conv>& m, const graph_inputs<T>& in, const trai
   detail::adam_optimizer<T> weak_opt({{parameter_views<T>(m.weak()), o.lr}, {parameter_views<T>(m.gate()), o.lr_gate}}, o);
   detail::adam_optimizer<T> strong_opt({{parameter_views<T>(m.strong()), o.lr}}, o);
   const auto train_labels = detail::labels_of(in, in.train);
-  const auto x = [&](tape& t) { return t.input(in.features); };
 
   // Eval-mode outputs of the frozen part of a turn.
   auto strong_eval = [&] {
     no_grad off;
     tape t;
     m.strong().eval();
-    return m.strong()(in.adj, x(t)).value();  // (n, K)
+    return strong_logits(m.strong(), in, t).value();  // (n, K)
   };
   auto weak_eval = [&] {
     no_grad off;
@@ -343,7 +342,7 @@ train_result train_mowst(mixture<Conv>& m, const graph_inputs<T>& in, const trai
     no_grad off;
     tape t;
     m.strong().train();
-    return gather_rows(m.strong()(in.adj, x(t)).value(), in.train);  // (m, K)
+    return gather_rows(strong_logits(m.strong(), in, t).value(), in.train);  // (m, K)
   };
   auto weak_train_rows = [&] {
     no_grad off;
@@ -387,7 +386,7 @@ train_result train_mowst(mixture<Conv>& m, const graph_inputs<T>& in, const trai
       m.strong().train();
       tape t;
       strong_opt.zero_grad();
-      auto z = m.strong()(in.adj, x(t));
+      auto z = strong_logits(m.strong(), in, t);
       const auto [zw_rows, c_rows] = o.frozen_train_mode ? weak_train_rows() : std::pair{z_w_train, c_train};
       t.backward(mowst_loss(t.input(zw_rows), gather_rows(z, in.train), t.input(c_rows), train_labels));
       strong_opt.step();

@@ -1,6 +1,8 @@
 // moekit/nn/linear.hpp — y = x·W + b. The weight is stored (in, out), so the
 // forward product needs no transpose; static extents where known, and the
-// same class with dyn takes its sizes at run time.
+// same class with dyn takes its sizes at run time. Rows may also come as a
+// CSR matrix (sparse bag-of-words features): the product is then an SpMM,
+// the same values at the cost of the non-zeros.
 #pragma once
 
 #include <string>
@@ -8,6 +10,8 @@
 #include "../autograd/ops/arithmetic.hpp"
 #include "../autograd/ops/layout.hpp"
 #include "../autograd/ops/matmul.hpp"
+#include "../autograd/ops/sparse.hpp"
+#include "../core/error.hpp"
 #include "../autograd/parameter.hpp"
 #include "init.hpp"
 
@@ -46,6 +50,17 @@ class linear {
       ext[S::rank() - 1] = out_features();
       return reshape(y, R::from_extents(ext, "linear"));  // (..., out)
     }
+  }
+
+  /// (N, in) given as CSR rows -> (N, out): spmm(x, W) + b. dW = xᵀ·dY; x
+  /// itself is a constant (input features).
+  template <class V>
+  auto operator()(const graph::csr<V, B>& x) const {
+    if (x.cols() != in_features())
+      throw shape_error("linear: sparse input " + x.str() + " for " + std::to_string(in_features()) +
+                        " input features");
+    auto y = spmm(x, weight_);  // (N, out)
+    return has_bias() ? add_rows(y, bias_) : y;
   }
 
   bool has_bias() const noexcept { return bias_.value().defined(); }

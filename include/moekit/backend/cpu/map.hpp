@@ -18,11 +18,15 @@ struct cpu_map {
     });
   }
 
-  /// out[i] = f(i) for i in [0, n): fills from the index (random streams, ranges).
+  /// out[i] = f(i) for i in [0, n): fills from the index (random streams,
+  /// ranges). A functor with fill(lo, hi, out) fills its ranges itself (a
+  /// counter-based stream then computes each block of words once).
   template <class T, class F>
   static void generate(std::size_t n, T* out, F f) {
     parallel_for(n, 4, [&](std::size_t lo, std::size_t hi) {
-      for (std::size_t i = lo; i < hi; ++i) out[i] = f(i);
+      if constexpr (requires { f.fill(lo, hi, out); }) f.fill(lo, hi, out);
+      else
+        for (std::size_t i = lo; i < hi; ++i) out[i] = f(i);
     });
   }
 

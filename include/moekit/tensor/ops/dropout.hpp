@@ -21,6 +21,13 @@ struct dropout_draw {
   std::uint64_t seed, offset;
   T p, scale;
   MOEKIT_HOST_DEVICE T operator()(std::size_t i) const { return rng::uniform_at<T>(seed, offset + i) > p ? scale : T(0); }
+  /// out[i] = (*this)(i) for i in [lo, hi), one Philox block per 4 elements
+  /// (backends that fill ranges use it).
+  void fill(std::size_t lo, std::size_t hi, T* out) const {
+    philox4x32::for_each_word(seed, offset + lo, hi - lo, [&](std::uint64_t k, std::uint32_t w) {
+      out[lo + k] = rng::uniform_of<T>(w) > p ? scale : T(0);
+    });
+  }
 };
 }  // namespace fn
 
