@@ -40,6 +40,7 @@
 #include <moekit/mowst/mowst.hpp>
 #include <moekit/mowst/training.hpp>
 
+#include "common/mowst_link.hpp"
 #include "common/passive_openmp.hpp"
 
 using namespace moekit;
@@ -52,14 +53,20 @@ struct options {
 #else
   std::string data;
 #endif
-  std::string model = "mowst", strong = "gcn", pretrain = "gnn", optimizer = "adamw";
+  std::string task = "node", model = "mowst", strong = "gcn", pretrain = "gnn", optimizer = "adamw";
   int seeds = 10, seed = 0, threads = 2;
   int hidden = 64, layers = 2, gate_hidden = 0, gate_layers = 0, heads = 1;
   double lr = 0.01, lr_gate = 0.01, weight_decay = 5e-4, dropout = 0.5, dropout_gate = 0.5;
   int epochs = 20000, patience = 100, big_patience = 10, big_epochs = 20000, draws = 50;
   bool batch_norm = false, gate_features = false, detach_dispersion = true, normalize_features = true;
   bool frozen_train_mode = true;
+  std::string gate = "mlp";
+  int hyper_hidden = 64, hyper_layers = 2;
+  bool hyper_relu = true;
   double min_accuracy = 0;
+  // --data csbm: a generated contextual SBM graph (graph/csbm.hpp).
+  double homophily = 0.5, signal = 1.5, degree = 8.0;
+  int nodes = 2000, classes = 4, features = 32, graph_seed = 0;
 };
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -192,7 +199,10 @@ seed_result run_mixture(const options& o, const mowst::graph_inputs<T>& in, mows
                          gnn_config_of<Conv>(o, o.dropout_gate, seed * 3 + 2),
                          {.features = o.gate_features ? in.num_features() : 0, .hidden = gate_hidden,
                           .layers = gate_layers, .dropout = o.dropout_gate, .batch_norm = o.batch_norm,
-                          .detach_dispersion = o.detach_dispersion, .seed = seed * 3 + 3},
+                          .detach_dispersion = o.detach_dispersion, .seed = seed * 3 + 3,
+                          .kind = o.gate == "hyper" ? mowst::gate_kind::hyper : mowst::gate_kind::mlp,
+                          .hyper_hidden = static_cast<std::size_t>(o.hyper_hidden),
+                          .hyper_layers = static_cast<std::size_t>(o.hyper_layers), .hyper_relu = o.hyper_relu},
                          in, conv_options_of<Conv>(o));
   const bool star = o.model == "mowst-star";
   const auto trained = star ? mowst::train_mowst_star(m, in, t) : mowst::train_mowst(m, in, t);
@@ -308,6 +318,77 @@ std::string json_number(double v, bool defined = true) {
   return buf;
 }
 
+/// --task link: every seed splits the edges, trains the MLP and the GNN as
+/// edge scorers, then the Mowst mixture from them (examples/common/mowst_link.hpp).
+template <class Conv>
+int run_link(const options& o, const graph::dataset& d, double homophily) {
+  examples::link_run_options lo;
+  lo.hidden = static_cast<std::size_t>(o.hidden);
+  lo.layers = static_cast<std::size_t>(o.layers);
+  lo.dropout = o.dropout;
+  lo.batch_norm = o.batch_norm;
+  lo.normalize_features = o.normalize_features;
+  lo.train.lr = o.lr;
+  lo.train.lr_gate = o.lr_gate;
+  lo.train.weight_decay = o.weight_decay;
+  lo.train.decoupled_decay = o.optimizer == "adamw";
+  lo.train.patience = static_cast<std::size_t>(o.patience);
+  lo.train.big_patience = static_cast<std::size_t>(o.big_patience);
+  std::printf("mowst --task link: MLP, %s and Mowst-%s on %s (%zu nodes, %zu edges listed), %d seeds, %d threads\n",
+              o.strong.c_str(), o.strong.c_str(), d.name.c_str(), d.nodes(), d.edges.size(), o.seeds, o.threads);
+  std::printf("%4s %8s %8s %8s %8s %8s %8s %8s %8s\n", "seed", "MLP val", "MLP test", "GNN val", "GNN test", "Mowst val",
+              "Mowst tst", "mean C", "seconds");
+  std::fflush(stdout);
+  std::vector<examples::link_run_result> rs;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int s = 0; s < o.seeds; ++s) {
+    const auto seed = static_cast<std::uint64_t>(o.seed + s);
+    std::fprintf(stderr, "\rseed %d/%d  link prediction  %.0fs   ", s + 1, o.seeds, seconds_since(t0));
+    const auto r = examples::run_link_seed<Conv>(d, lo, seed, conv_options_of<Conv>(o));
+    std::fprintf(stderr, "\r%60s\r", "");
+    std::printf("%4llu %8.4f %8.4f %8.4f %8.4f %9.4f %9.4f %8.4f %8.1f\n", static_cast<unsigned long long>(seed),
+                r.mlp.val_auc, r.mlp.test_auc, r.gnn.val_auc, r.gnn.test_auc, r.mowst.val_auc, r.mowst.test_auc,
+                r.mean_confidence, r.seconds);
+    std::fflush(stdout);
+    rs.push_back(r);
+  }
+  auto mean_std = [&](auto f) {
+    double m = 0, v = 0;
+    for (const auto& r : rs) m += f(r) / static_cast<double>(rs.size());
+    for (const auto& r : rs) v += (f(r) - m) * (f(r) - m) / static_cast<double>(rs.size());
+    return std::pair{m, std::sqrt(v)};
+  };
+  auto list = [&](auto f) {
+    std::string out = "[";
+    for (const auto& r : rs) out += (out.size() > 1 ? ", " : "") + json_number(f(r));
+    return out + "]";
+  };
+  const auto mlp = mean_std([](const auto& r) { return r.mlp.test_auc; });
+  const auto gnn = mean_std([](const auto& r) { return r.gnn.test_auc; });
+  const auto mix = mean_std([](const auto& r) { return r.mowst.test_auc; });
+  const auto c = mean_std([](const auto& r) { return r.mean_confidence; });
+  const double seconds = seconds_since(t0);
+  std::printf("\n%-26s %s, %zu / %zu / %zu train / val / test edges (seed %d)\n", "dataset", d.name.c_str(),
+              rs.front().train_edges, rs.front().val_edges, rs.front().test_edges, o.seed);
+  std::printf("%-26s %.4f +- %.4f\n%-26s %.4f +- %.4f\n%-26s %.4f +- %.4f\n%-26s %.4f\n%-26s %.1f\n",
+              "test ROC-AUC, MLP", mlp.first, mlp.second, ("test ROC-AUC, " + o.strong).c_str(), gnn.first, gnn.second,
+              ("test ROC-AUC, Mowst-" + o.strong).c_str(), mix.first, mix.second, "mean C (test pairs)", c.first,
+              "seconds", seconds);
+  std::printf("{\"example\": \"mowst\", \"task\": \"link\", \"strong\": \"%s\", \"dataset\": \"%s\", \"seeds\": %d, "
+              "\"mlp_test_auc\": %s, \"gnn_test_auc\": %s, \"mowst_test_auc\": %s, \"mlp_auc_mean\": %.4f, "
+              "\"gnn_auc_mean\": %.4f, \"mowst_auc_mean\": %.4f, \"mowst_auc_std\": %.4f, \"mean_confidence\": %.4g, "
+              "\"homophily\": %.4f, \"threads\": %d, \"seconds\": %.1f}\n",
+              o.strong.c_str(), d.name.c_str(), o.seeds, list([](const auto& r) { return r.mlp.test_auc; }).c_str(),
+              list([](const auto& r) { return r.gnn.test_auc; }).c_str(),
+              list([](const auto& r) { return r.mowst.test_auc; }).c_str(), mlp.first, gnn.first, mix.first,
+              mix.second, c.first, homophily, o.threads, seconds);
+  if (mix.first < o.min_accuracy) {
+    std::fprintf(stderr, "mowst: mean Mowst test AUC %.4f is below --min-accuracy %.4f\n", mix.first, o.min_accuracy);
+    return 1;
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -317,7 +398,17 @@ int main(int argc, char** argv) try {
             "Trains Mowst / Mowst* (MLP + GNN mixed by a confidence gate) or one expert alone on a citation graph\n"
             "over several seeds; prints mean +- std test accuracy, the gate's mean confidence and the fraction of\n"
             "test nodes the GNN answered. The last stdout line is a JSON object.");
-  cli.add("data", o.data, "graph folder in the plain format of shared/data/README.md (Cora, CiteSeer)");
+  cli.add("data", o.data,
+          "graph folder in the plain format of shared/data/README.md (Cora, CiteSeer), or csbm: a generated graph");
+  cli.add("homophily", o.homophily, "csbm: share of edges within a class (0.1 = heterophilous, 0.9 = homophilous)");
+  cli.add("signal", o.signal, "csbm: feature signal strength (class mean over unit Gaussian noise)");
+  cli.add("degree", o.degree, "csbm: average degree");
+  cli.add("nodes", o.nodes, "csbm: nodes");
+  cli.add("classes", o.classes, "csbm: classes");
+  cli.add("features", o.features, "csbm: feature dimensions");
+  cli.add("graph-seed", o.graph_seed, "csbm: seed of the generated graph (the same graph for every --seeds run)");
+  cli.add("task", o.task,
+          "node: node classification | link: link prediction (ROC-AUC of MLP, --strong GNN and Mowst on held-out edges)");
   cli.add("model", o.model, "mlp | gcn | sage | gin | gat | mowst | mowst-star");
   cli.add("strong", o.strong, "the strong expert of mowst / mowst-star: gcn | sage | gin | gat");
   cli.add("seeds", o.seeds, "runs, with seeds --seed .. --seed + seeds - 1");
@@ -339,7 +430,14 @@ int main(int argc, char** argv) try {
   cli.add("pretrain", o.pretrain, "pre-train before mixing: none | mlp | gnn | both");
   cli.add("gate-hidden", o.gate_hidden, "gate hidden width (0: --hidden)");
   cli.add("gate-layers", o.gate_layers, "gate layers (0: --layers)");
-  cli.add("gate-features", o.gate_features, "the gate also sees the node features (reference: --original_data)");
+  cli.add("gate-features", o.gate_features, "the gate also sees the node features (reference: --original_data true)");
+  cli.add("gate", o.gate,
+          "mlp: C = sigmoid(mlp(D)) | hyper: a per-node gate on D whose weights a hyper-network makes from the node's "
+          "features (reference: --original_data hypermlp)");
+  cli.add("hyper-hidden", o.hyper_hidden, "--gate hyper: hidden width of the hyper-network (reference: 64)");
+  cli.add("hyper-layers", o.hyper_layers, "--gate hyper: layers of the hyper-network (reference: 2)");
+  cli.add("hyper-relu", o.hyper_relu,
+          "--gate hyper: ReLU between the generated gate's layers (--no-hyper-relu: affine in D, as the reference)");
   cli.add("detach-dispersion", o.detach_dispersion,
           "no gradient from C into the MLP through the dispersion (the reference); --no-detach-dispersion lets it flow");
   cli.add("frozen-train-mode", o.frozen_train_mode,
@@ -365,19 +463,44 @@ int main(int argc, char** argv) try {
     throw value_error("--seeds, --threads, --hidden, --layers, --heads, --epochs, --patience, --big-patience, "
                       "--big-epochs, --draws must be >= 1, --seed, --gate-hidden, --gate-layers >= 0");
   if (o.data.empty()) throw value_error("--data DIR is required (e.g. shared/data/cora)");
-  if (!std::filesystem::is_directory(o.data))
+  const bool csbm = o.data == "csbm";
+  if (csbm && (o.nodes < 2 || o.classes < 2 || o.features < 1 || o.graph_seed < 0 || !(o.degree >= 0) ||
+               !std::isfinite(o.degree) || !(o.homophily >= 0 && o.homophily <= 1) || !std::isfinite(o.signal)))
+    throw value_error("csbm: --nodes, --classes >= 2, --features >= 1, --graph-seed >= 0, --degree >= 0 finite, "
+                      "--homophily in [0, 1], --signal finite");
+  if (!csbm && !std::filesystem::is_directory(o.data))
     throw io_error("no graph folder at '" + o.data +
                    "'. Cora and CiteSeer are in shared/data/cora and shared/data/citeseer (see shared/data/README.md); "
                    "pass --data DIR");
+  if (o.task != "node" && o.task != "link") throw value_error("--task: '" + o.task + "' is not one of node, link");
+  if (o.gate != "mlp" && o.gate != "hyper") throw value_error("--gate: '" + o.gate + "' is not one of mlp, hyper");
+  if (o.hyper_hidden < 1 || o.hyper_layers < 1) throw value_error("--hyper-hidden and --hyper-layers must be >= 1");
   set_num_threads(o.threads);
 
-  const auto d = io::load_graph(o.data);
+  graph::dataset d;
+  if (csbm) {
+    d = graph::make_csbm({.classes = static_cast<std::size_t>(o.classes), .nodes = static_cast<std::size_t>(o.nodes),
+                          .avg_degree = o.degree, .homophily = o.homophily, .signal = o.signal,
+                          .features = static_cast<std::size_t>(o.features),
+                          .seed = static_cast<std::uint64_t>(o.graph_seed)});
+    o.normalize_features = false;  // Gaussian features: a row sum means nothing
+  } else {
+    d = io::load_graph(o.data);
+  }
+  const double homophily = data::edge_homophily(d);
+  if (o.task == "link") {
+    if (o.strong == "gcn") return run_link<graph::gcn_conv<>>(o, d, homophily);
+    if (o.strong == "sage") return run_link<graph::sage_conv<>>(o, d, homophily);
+    if (o.strong == "gin") return run_link<graph::gin_conv<>>(o, d, homophily);
+    return run_link<graph::gat_conv<>>(o, d, homophily);
+  }
   const bool mixture = o.model == "mowst" || o.model == "mowst-star";
   const std::string gnn = mixture ? o.strong : o.model == "mlp" ? "gcn" : o.model;
   const std::string name = mixture ? (o.model == "mowst" ? "Mowst-" : "Mowst*-") + gnn : o.model;
-  std::printf("mowst: %s on %s (%zu nodes, %zu features, %zu classes, %zu/%zu/%zu train/val/test), %d seeds, %d threads\n",
-              name.c_str(), d.name.c_str(), d.nodes(), d.num_features(), d.classes, d.train.size(), d.val.size(),
-              d.test.size(), o.seeds, o.threads);
+  std::printf("mowst: %s on %s (%zu nodes, %zu features, %zu classes, edge homophily %.3f, %zu/%zu/%zu "
+              "train/val/test), %d seeds, %d threads\n",
+              name.c_str(), d.name.c_str(), d.nodes(), d.num_features(), d.classes, homophily, d.train.size(),
+              d.val.size(), d.test.size(), o.seeds, o.threads);
   std::printf("%4s %9s %9s %10s %8s %9s %8s %8s\n", "seed", "val acc", "test acc", "expected", "mean C", "GNN frac",
               "epochs", "seconds");
   std::fflush(stdout);
@@ -400,6 +523,9 @@ int main(int argc, char** argv) try {
   const auto full_ms = over(rs, [](const seed_result& r) { return r.full_ms; });
   const auto subset_ms = over(rs, [](const seed_result& r) { return r.subset_ms; });
   const bool has_c = mixture, sampled = o.model == "mowst";
+  std::string per_seed = "[";
+  for (const auto& r : rs) per_seed += (per_seed.size() > 1 ? ", " : "") + json_number(r.test);
+  per_seed += "]";
 
   std::printf("\n%-26s %s\n%-26s %s\n%-26s %.2f%% +- %.2f%% (%d seeds, std over seeds)\n%-26s %.2f%% +- %.2f%%\n",
               "model", name.c_str(), "dataset", d.name.c_str(), "test accuracy", 100 * test.mean, 100 * test.std,
@@ -412,15 +538,18 @@ int main(int argc, char** argv) try {
   if (sampled)
     std::printf("%-26s %.3f of the nodes, %.3f of the entries; %.2f ms vs %.2f ms full-graph forward\n",
                 "compute-saving GNN run", rows.mean, edges.mean, subset_ms.mean, full_ms.mean);
+  std::printf("%-26s %.3f\n", "edge homophily", homophily);
   std::printf("%-26s %.1f\n", "seconds", seconds);
   std::printf("{\"example\": \"mowst\", \"model\": \"%s\", \"strong\": \"%s\", \"dataset\": \"%s\", \"seeds\": %d, "
               "\"test_acc_mean\": %.4f, \"test_acc_std\": %.4f, \"val_acc_mean\": %.4f, \"test_acc_expected\": %s, "
               "\"mean_confidence\": %s, \"gnn_fraction\": %.4f, \"gnn_rows_fraction\": %s, \"gnn_edges_fraction\": %s, "
-              "\"hidden\": %d, \"layers\": %d, \"threads\": %d, \"seconds\": %.1f}\n",
+              "\"test_acc\": %s, \"homophily\": %.4f, \"hidden\": %d, \"layers\": %d, \"threads\": %d, \"subset_ms\": %s, "
+              "\"full_ms\": %s, \"seconds\": %.1f}\n",
               o.model.c_str(), mixture ? o.strong.c_str() : (o.model == "mlp" ? "none" : o.model.c_str()),
               d.name.c_str(), o.seeds, test.mean, test.std, val.mean, json_number(expected.mean, sampled).c_str(),
               json_number(conf.mean, has_c).c_str(), frac.mean, json_number(rows.mean, sampled).c_str(),
-              json_number(edges.mean, sampled).c_str(), o.hidden, o.layers, o.threads, seconds);
+              json_number(edges.mean, sampled).c_str(), per_seed.c_str(), homophily, o.hidden, o.layers, o.threads,
+              json_number(subset_ms.mean, sampled).c_str(), json_number(full_ms.mean, sampled).c_str(), seconds);
   if (test.mean < o.min_accuracy) {
     std::fprintf(stderr, "mowst: mean test accuracy %.4f is below --min-accuracy %.4f\n", test.mean, o.min_accuracy);
     return 1;

@@ -21,12 +21,56 @@
 //   auto c = gate(weak_logits);            // (n) in (0, 1)
 //   auto c2 = gate2(weak_logits, t.input(x));  // with .features = x's width
 //
-// Parameters: "mlp.*" (see mlp.hpp).
+// ---- The hyper-network gate (gate_kind::hyper; the reference's `hypermlp`) ----
+//
+// Each node gets its own tiny gate 2 -> h -> 1 on D, generated from its own
+// features x by a hypernetwork (h = gate_config::hidden, F = features):
+//
+//   P    = hyper(x)                               (n, 4h + 1)   mlp.hpp skeleton, F -> hyper_hidden -> 4h + 1
+//   P    = [W1 | b1 | w2 | b2]                    W1 (n, 2, h) stored as (n, 2h), row 0 (the var
+//                                                 coefficients) first; b1 (n, h); w2 (n, h); b2 (n)
+//   a_i  = D_i · W1_i + b1_i                      (n, h)   D_i (2) times W1_i (2, h)
+//   a_i  = relu(a_i)                              (n, h)   only with hyper_relu (the default)
+//   C_i  = sigmoid(a_i · w2_i + b2_i)             (n)
+//
+// x may be a dense var (n, F) or a CSR matrix graph::csr<T, B> of sparse
+// feature rows (mowst::sparse_rows): the hypernetwork's first layer then runs
+// as an SpMM, with the same values and gradients. The hypernetwork uses the
+// gate's dropout, batch_norm and seed; its depth and width are hyper_layers
+// and hyper_hidden. The logits reach C only through D, as for the MLP gate.
+//
+// Differences from the reference (facebookresearch/mowst-gnn, `--original_data
+// hypermlp`):
+//  - one hypernetwork with a shared trunk and 4h + 1 outputs, where the
+//    reference runs four separate MLPs (for W1, b1, w2, b2) over x: one pass
+//    over the 1433-wide (Cora) features instead of four, and one first-layer
+//    weight (F x hyper_hidden) instead of four; the generated parts differ
+//    only in their output columns.
+//  - hyper_relu = true puts a ReLU between the two generated layers; the
+//    reference has none, so its per-node gate is affine in D (hyper_relu =
+//    false reproduces that).
+//  - one softmax of the weak logits, in training and at test (as above).
+//  - initialisation: the last hypernetwork layer's columns that produce w2
+//    and b2 start at zero (weights and biases), so every node's logit starts
+//    at exactly 0 and C at 0.5, whatever the scale of x (raw bag-of-words
+//    rows sum to tens; a product of two generated layers would otherwise
+//    start at a random, possibly saturating, logit). The gradient of w2 is
+//    a_i ≠ 0, so w2 leaves zero on the first step and W1, b1 learn from then
+//    on (as with zero-initialised output layers elsewhere). This is our
+//    choice, not taken from the reference.
+//
+//   mowst::confidence_gate<> hg(g, {.classes = 7, .features = 1433, .hidden = 64,
+//                                   .kind = mowst::gate_kind::hyper});
+//   auto c3 = hg(weak_logits, in.sparse_features);  // or t.input(in.features)
+//
+// Parameters: "mlp.*" for gate_kind::mlp, "hyper.*" for gate_kind::hyper
+// (see mlp.hpp).
 #pragma once
 
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <type_traits>
 
@@ -36,6 +80,8 @@
 #include "../autograd/ops/layout.hpp"
 #include "../autograd/ops/reduce.hpp"
 #include "../autograd/ops/softmax.hpp"
+#include "../autograd/parameter_tree.hpp"
+#include "../tensor/csr.hpp"
 #include "mlp.hpp"
 
 namespace moekit::mowst {
@@ -87,14 +133,23 @@ var<T, shape<dyn, dyn>, B> dispersion(const var<T, S, B>& logits) {
   return concat<1>(detail::as_column(normalized_variance(logits)), detail::as_column(negative_entropy(logits)));
 }
 
+/// Which network maps D (and x) to the confidence logit.
+enum class gate_kind {
+  mlp,    // C = sigmoid(mlp(D or [D, x])): the reference's GateMLP
+  hyper,  // C = sigmoid(per-node 2 -> h -> 1 gate on D, generated from x): `hypermlp`
+};
+
 struct gate_config {
   std::size_t classes = 0;         // K of the weak expert's logits
-  std::size_t features = 0;        // node features appended to D (0: the gate sees D only)
-  std::size_t hidden = 0, layers = 2;
+  std::size_t features = 0;        // node features F: appended to D (mlp), the hypernetwork's input (hyper)
+  std::size_t hidden = 0, layers = 2;  // mlp: the gate MLP's width and depth; hyper: h, the generated gate's width
   double dropout = 0.5;
   bool batch_norm = true;
   bool detach_dispersion = true;   // the reference: no gradient from C into the weak expert
   std::uint64_t seed = 0;          // dropout stream
+  gate_kind kind = gate_kind::mlp;
+  std::size_t hyper_hidden = 64, hyper_layers = 2;  // the hypernetwork's width and depth (hyper only)
+  bool hyper_relu = true;          // ReLU between the generated layers (false: the reference's affine gate)
 };
 
 template <class T = float, backend B = cpu>
@@ -102,41 +157,78 @@ class confidence_gate {
  public:
   using value_type = T;
   using output_type = var<T, shape<dyn>, B>;
+  using mlp_type = mlp<T, B>;
 
-  confidence_gate(rng& g, const gate_config& c)
-      : config_(c),
-        mlp_(g, {.in = 2 + c.features, .hidden = c.hidden, .out = 1, .layers = c.layers, .dropout = c.dropout,
-                 .batch_norm = c.batch_norm, .seed = c.seed}) {
+  confidence_gate(rng& g, const gate_config& c) : config_(c) {
     if (c.classes < 2) throw value_error("confidence_gate: needs at least 2 classes");
+    if (c.kind == gate_kind::mlp) {
+      mlp_.emplace(g, mlp_config{.in = 2 + c.features, .hidden = c.hidden, .out = 1, .layers = c.layers,
+                                 .dropout = c.dropout, .batch_norm = c.batch_norm, .seed = c.seed});
+      return;
+    }
+    if (c.features == 0)
+      throw value_error("confidence_gate: the hyper gate needs features > 0 (the hypernetwork's input)");
+    if (c.hidden == 0) throw value_error("confidence_gate: the hyper gate needs hidden > 0 (the generated gate's width)");
+    hyper_.emplace(g, mlp_config{.in = c.features, .hidden = c.hyper_hidden, .out = 4 * c.hidden + 1,
+                                 .layers = c.hyper_layers, .dropout = c.dropout, .batch_norm = c.batch_norm,
+                                 .seed = c.seed});
+    zero_output_layer();
   }
 
-  /// C from the weak expert's logits (n, K) alone: (n). Needs features == 0.
+  /// C from the weak expert's logits (n, K) alone: (n). Needs features == 0
+  /// (and kind mlp).
   template <class S>
   output_type operator()(const var<T, S, B>& weak_logits) {
+    if (hyper_) throw value_error("confidence_gate: the hyper gate needs the node features; pass them with the logits");
     if (config_.features != 0)
       throw value_error("confidence_gate: built for " + std::to_string(config_.features) +
                         " node features; pass them with the logits");
-    return confidence(mlp_(features_of(weak_logits)));
+    return confidence(mlp_->operator()(features_of(weak_logits)));
   }
   /// C from the logits (n, K) and the node features x (n, features): (n).
+  /// With kind mlp and features == 0, x is ignored.
   template <class S, class SX>
   output_type operator()(const var<T, S, B>& weak_logits, const var<T, SX, B>& x) {
-    if (config_.features == 0) return (*this)(weak_logits);
-    if (x.extent(1) != config_.features || x.extent(0) != weak_logits.extent(0))
-      throw shape_error("confidence_gate: node features " + x.shape().str() + " for logits " +
-                        weak_logits.shape().str() + " and " + std::to_string(config_.features) + " features");
-    const var<T, shape<dyn, dyn>, B> xs = reshape(x, shape<dyn, dyn>{x.extent(0), x.extent(1)});
-    return confidence(mlp_(concat<1>(features_of(weak_logits), xs)));
+    static_assert(SX::rank() == 2, "confidence_gate: node features must be (n, features)");
+    if (!hyper_ && config_.features == 0) return (*this)(weak_logits);
+    check_features(weak_logits.extent(0), x.extent(0), x.extent(1), weak_logits.shape().str(), x.shape().str());
+    const var<T, shape<dyn, dyn>, B> xs = reshape(x, shape<dyn, dyn>{x.extent(0), x.extent(1)});  // (n, F)
+    if (hyper_) return hyper_confidence(features_of(weak_logits), (*hyper_)(xs));
+    return confidence(mlp_->operator()(concat<1>(features_of(weak_logits), xs)));
+  }
+  /// The same with x as CSR rows (n, features) (mowst::sparse_rows): the
+  /// hypernetwork's first layer runs as an SpMM. Kind mlp with features > 0
+  /// concatenates [D, x] and so needs x dense: a value_error here (the
+  /// caller has the dense features; densifying per call would hide the cost);
+  /// kind mlp with features == 0 ignores x.
+  template <class S>
+  output_type operator()(const var<T, S, B>& weak_logits, const graph::csr<T, B>& x) {
+    if (!hyper_ && config_.features == 0) return (*this)(weak_logits);
+    if (!hyper_)
+      throw value_error("confidence_gate: the mlp gate concatenates [D, x] and needs dense node features, not " +
+                        x.str() + "; pass them as a var, or use gate_kind::hyper");
+    check_features(weak_logits.extent(0), x.rows(), x.cols(), weak_logits.shape().str(), x.str());
+    return hyper_confidence(features_of(weak_logits), (*hyper_)(x));
   }
 
-  void train() noexcept { mlp_.train(); }
-  void eval() noexcept { mlp_.eval(); }
-  void set_training(bool on) noexcept { mlp_.set_training(on); }
+  void train() noexcept { set_training(true); }
+  void eval() noexcept { set_training(false); }
+  void set_training(bool on) noexcept {
+    if (mlp_) mlp_->set_training(on);
+    if (hyper_) hyper_->set_training(on);
+  }
   const gate_config& config() const noexcept { return config_; }
+  /// The hypernetwork, x (n, F) -> [W1 | b1 | w2 | b2] (n, 4h + 1); null for kind mlp.
+  mlp_type* hypernetwork() noexcept { return hyper_ ? &*hyper_ : nullptr; }
+  const mlp_type* hypernetwork() const noexcept { return hyper_ ? &*hyper_ : nullptr; }
+  /// The gate MLP, D or [D, x] -> logit (n, 1); null for kind hyper.
+  mlp_type* gate_mlp() noexcept { return mlp_ ? &*mlp_ : nullptr; }
+  const mlp_type* gate_mlp() const noexcept { return mlp_ ? &*mlp_ : nullptr; }
 
   template <class V>
   void parameters(V&& visit) {
-    visit("mlp", mlp_);
+    if (hyper_) visit("hyper", *hyper_);
+    else visit("mlp", *mlp_);
   }
 
  private:
@@ -147,12 +239,51 @@ class confidence_gate {
                         std::to_string(config_.classes) + " classes");
     return dispersion(config_.detach_dispersion ? detach(logits) : logits);
   }
+  void check_features(std::size_t n, std::size_t rows, std::size_t cols, const std::string& logits,
+                      const std::string& x) const {
+    if (cols != config_.features || rows != n)
+      throw shape_error("confidence_gate: node features " + x + " for logits " + logits + " and " +
+                        std::to_string(config_.features) + " features");
+  }
   static output_type confidence(const var<T, shape<dyn, dyn>, B>& g) {  // (n, 1) -> (n)
     return reshape(sigmoid(g), shape<dyn>{g.extent(0)});
   }
 
+  /// C from D (n, 2) and the hypernetwork's output P = [W1 | b1 | w2 | b2] (n, 4h + 1).
+  output_type hyper_confidence(const var<T, shape<dyn, dyn>, B>& d, const var<T, shape<dyn, dyn>, B>& p) const {
+    const std::size_t n = d.extent(0), h = config_.hidden;
+    auto parts = split<1>(p, {h, h, h, h, std::size_t{1}});  // W1 row 0, W1 row 1, b1, w2: (n, h); b2: (n, 1)
+    auto ds = split<1>(d, {std::size_t{1}, std::size_t{1}});  // var, ent: (n, 1) each
+    const auto d_var = reshape(ds[0], shape<dyn>{n});         // (n)
+    const auto d_ent = reshape(ds[1], shape<dyn>{n});         // (n)
+    auto a = mul_cols(parts[0], d_var) + mul_cols(parts[1], d_ent) + parts[2];  // (n, h): D_i·W1_i + b1_i
+    if (config_.hyper_relu) a = relu(a);                                        // (n, h)
+    const auto logit = sum<1>(a * parts[3]) + reshape(parts[4], shape<dyn>{n});  // (n): a_i·w2_i + b2_i
+    return sigmoid(logit);                                                        // (n)
+  }
+
+  /// Zeroes the columns of the hypernetwork's last layer (weight (in, 4h + 1)
+  /// and bias (4h + 1)) that produce w2 and b2, in place and on any backend:
+  /// p += p ⊙ (−mask), exact. C then starts at 0.5 (see the header).
+  void zero_output_layer() {
+    const std::size_t h = config_.hidden, out = 4 * h + 1;
+    tensor<T, shape<dyn>, cpu> host(shape<dyn>{out});                // (4h + 1): −1 on the w2, b2 columns
+    for (std::size_t j = 0; j < out; ++j) host[j] = j >= 3 * h ? T(-1) : T(0);
+    const auto minus_mask = host.template to<B>();                   // (4h + 1)
+    const std::string last = "linears." + std::to_string(hyper_->layers() - 1) + ".";
+    visit_parameters(*hyper_, [&](const std::string& name, auto& prm) {
+      auto& v = prm.value();
+      if constexpr (std::remove_cvref_t<decltype(v)>::shape_type::rank() == 2) {
+        if (name == last + "weight") add_into(v, mul_rows(v, minus_mask));  // (in, 4h + 1)
+      } else {
+        if (name == last + "bias") add_into(v, v * minus_mask);             // (4h + 1)
+      }
+    });
+  }
+
   gate_config config_;
-  mlp<T, B> mlp_;
+  std::optional<mlp_type> mlp_;    // kind mlp
+  std::optional<mlp_type> hyper_;  // kind hyper
 };
 
 }  // namespace moekit::mowst

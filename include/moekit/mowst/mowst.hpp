@@ -136,7 +136,11 @@ class mixture {
   }
   /// The gate's confidence for weak logits over every node of `in`.
   var<T, shape<dyn>, B> gate_on(const var<T, shape<dyn, dyn>, B>& z_weak, const graph_inputs<T, B>& in, tape& t) {
-    return gate_.config().features ? gate_(z_weak, t.input(in.features)) : gate_(z_weak);
+    const gate_config& c = gate_.config();
+    if (c.features == 0) return gate_(z_weak);
+    // The hyper-network reads x through a linear layer: the CSR rows serve; [D, x] needs x dense.
+    if (c.kind == gate_kind::hyper && in.sparse_features.rows() != 0) return gate_(z_weak, in.sparse_features);
+    return gate_(z_weak, t.input(in.features));
   }
 
   weak_type& weak() noexcept { return weak_; }
@@ -172,7 +176,7 @@ class mixture {
   }
   static gate_config with_io(gate_config c, const graph_inputs<T, B>& in) {
     c.classes = in.classes;
-    if (c.features != 0) c.features = in.num_features();
+    if (c.features != 0 || c.kind == gate_kind::hyper) c.features = in.num_features();
     return c;
   }
 
