@@ -725,19 +725,6 @@ link_train_result train_link_expert(Expert& net, const link_inputs<T>& in, const
   return r;
 }
 
-namespace detail {
-/// The weak expert and the gate of a link mixture as one parameter tree.
-template <class Conv>
-struct link_weak_and_gate {
-  link_mixture<Conv>* m;
-  template <class V>
-  void parameters(V&& visit) {
-    visit("weak", m->weak());
-    visit("gate", m->gate());
-  }
-};
-}  // namespace detail
-
 /// Mowst's alternating turns on a link mixture (see the top of this file),
 /// from the state `m` is in (train_link pre-trains). Leaves `m` in its best
 /// state, in eval mode; val_auc is the mixture's.
@@ -772,7 +759,7 @@ link_train_result train_link_mowst(link_mixture<Conv>& m, const link_inputs<T>& 
 
   double best_score = -std::numeric_limits<double>::infinity();
   std::size_t stale = 0;
-  detail::link_weak_and_gate<Conv> weak_part{&m};
+  detail::weak_and_gate<link_mixture<Conv>> weak_part{&m};
   for (std::size_t big = 1; big <= o.max_big_epochs; ++big) {
     ++r.big_epochs;
     // Weak turn: the GNN's logits are constants.

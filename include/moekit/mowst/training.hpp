@@ -297,10 +297,11 @@ bool run_turn(Part& part, Step step, Score score, double& best_score, const trai
   return false;
 }
 
-/// The weak expert and the gate as one parameter tree (a weak turn's part).
-template <class Conv>
+/// The weak expert and the gate of a mixture M (node or link) as one
+/// parameter tree: a weak turn's part.
+template <class M>
 struct weak_and_gate {
-  mixture<Conv>* m;
+  M* m;
   template <class V>
   void parameters(V&& visit) {
     visit("weak", m->weak());
@@ -355,7 +356,7 @@ train_result train_mowst(mixture<Conv>& m, const graph_inputs<T>& in, const trai
 
   double best_score = -std::numeric_limits<double>::infinity();
   std::size_t stale = 0;
-  detail::weak_and_gate<Conv> weak_part{&m};
+  detail::weak_and_gate<mixture<Conv>> weak_part{&m};
   for (std::size_t big = 1; big <= o.max_big_epochs; ++big) {
     ++r.big_epochs;
     // Weak turn: the GNN's logits are constants.
@@ -378,7 +379,11 @@ train_result train_mowst(mixture<Conv>& m, const graph_inputs<T>& in, const trai
     }, best_score, o, "weak-turn", big, r.epochs);
 
     // Strong turn: the MLP's logits and the confidence are constants.
-    const auto [z_w, c] = weak_eval();
+    // (c is captured by the score lambda below: a structured binding would not
+    // be capturable before C++20 compilers that implement P1381, e.g. clang 14.)
+    const auto weak_out = weak_eval();
+    const auto& z_w = weak_out.first;  // (n, K)
+    const auto& c = weak_out.second;   // (n)
     const auto weak_pred = detail::predictions(z_w);
     const auto z_w_train = gather_rows(z_w, in.train);
     const auto c_train = gather_rows(c, in.train);
