@@ -63,7 +63,7 @@ class gin_conv {
   /// (A + (1 + ε)I)·(x·W) + b, and x·W is an SpMM over the non-zeros.
   template <class X>
   auto operator()(const csr<T, B>& adj, const X& x) {
-    var<T, shape<dyn, Out>, B> h = first_layer(adj, x);  // (n, out)
+    auto h = first_layer(adj, x);  // (n, out)
     for (std::size_t l = 0; l < rest_.size(); ++l) {
       if (!norms_.empty()) h = norms_[l](h);
       h = rest_[l](relu(h));
@@ -94,10 +94,10 @@ class gin_conv {
  private:
   /// The first linear layer of the MLP applied to (1 + ε)·x_i + Σ_j x_j. (n, out)
   template <class X>
-  auto first_layer(const csr<T, B>& adj, const X& x) -> var<T, shape<dyn, Out>, B> {
+  auto first_layer(const csr<T, B>& adj, const X& x) {
     if constexpr (std::is_same_v<X, csr<T, B>>) {
-      auto xw = spmm(x, first_.weight());           // (n, out)
-      auto h = spmm(adj, xw) + self_term(xw);       // (n, out)
+      auto xw = spmm(x, first_.weight());      // (n, out)
+      auto h = spmm(adj, xw) + self_term(xw);  // (n, out)
       return first_.has_bias() ? add_rows(h, first_.bias()) : h;
     } else {
       return first_(spmm(adj, x) + self_term(x));  // (n, out)
