@@ -502,13 +502,18 @@ TEST_CASE("safetensors: writes are atomic", "[io][safetensors]") {
     REQUIRE_FALSE(fs::exists(tmp_name));
   }
   SECTION("the temporary file cannot be created: io_error, old file intact") {
-    // A directory where the temporary file would go makes creating it fail,
-    // even for root (who may write into read-only directories).
-    fs::create_directories(fs::path(tmp_name) / "keep");
-    REQUIRE_THROWS_WITH(io::save_safetensors(file, new_model),
-                        Catch::Contains(file.string()) && Catch::Contains("cannot create"));
+    // A folder that is a file makes creating it fail, even for root (who may
+    // write into read-only directories).
+    write_bytes(dir / "plain", "not a folder");
+    const auto inside = dir / "plain" / "ckpt.safetensors";
+    REQUIRE_THROWS_WITH(io::save_safetensors(inside, new_model),
+                        Catch::Contains(inside.string()) && Catch::Contains("cannot create"));
     REQUIRE(read_bytes(file) == old_bytes);
-    REQUIRE(fs::exists(fs::path(tmp_name) / "keep"));  // not ours: left alone
+  }
+  SECTION("a folder named like a temporary file is not ours: left alone") {
+    fs::create_directories(fs::path(tmp_name) / "keep");
+    io::save_safetensors(file, new_model);
+    REQUIRE(fs::exists(fs::path(tmp_name) / "keep"));
   }
   SECTION("the directory does not exist") {
     const auto nowhere = dir / "no" / "such" / "dir" / "ckpt.safetensors";
@@ -520,7 +525,8 @@ TEST_CASE("safetensors: writes are atomic", "[io][safetensors]") {
     fs::create_directories(blocked / "child");  // rename cannot replace a non-empty directory
     REQUIRE_THROWS_WITH(io::save_safetensors(blocked, new_model), Catch::Contains("rename"));
     REQUIRE(fs::is_directory(blocked / "child"));
-    REQUIRE_FALSE(fs::exists(blocked.string() + ".tmp." + std::to_string(::getpid())));
+    for (const auto& e : fs::directory_iterator(dir.path))
+      REQUIRE_FALSE(e.path().filename().string().starts_with("blocked.safetensors.tmp."));
     REQUIRE(read_bytes(file) == old_bytes);
   }
   SECTION("a read-only directory") {

@@ -31,6 +31,13 @@ class io_error : public error {
   using error::error;
 };
 
+/// Memory that cannot be had: a request over the allocation limit
+/// (core/allocation.hpp) or one the allocator refused; the message names the size.
+class allocation_error : public error {
+ public:
+  using error::error;
+};
+
 /// A failed CUDA runtime or library call; the message names the call and the op.
 class cuda_error : public error {
  public:

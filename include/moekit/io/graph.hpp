@@ -16,19 +16,29 @@
 // value, a label outside [-1, classes), an edge endpoint or split id outside
 // [0, N), a node listed twice in a split or in two splits, an unlabelled node
 // in a split, counts that disagree with meta.txt or the features header.
+//
+// Hostile files (docs/design.md, "Hostile input"): counts must fit index_t
+// (node, feature and label ids are int32), a file must hold the lines its
+// counts declare before anything is allocated for them (labels.txt is read
+// before features.txt so that N is backed by N lines), the dense features
+// (N x D floats) must fit the allocation limit, and values must be finite.
 #pragma once
 
+#include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <map>
-#include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "../core/allocation.hpp"
+#include "../core/checked.hpp"
 #include "../core/config.hpp"
 #include "../core/error.hpp"
 #include "../data/graph_dataset.hpp"
@@ -45,11 +55,25 @@ class text_file {
     std::error_code ec;
     if (!std::filesystem::is_regular_file(path_, ec))
       fail_file("no such file (the plain graph format is described in shared/data/README.md, section 4)");
+    const std::uintmax_t bytes = std::filesystem::file_size(path_, ec);
+    if (ec) fail_file("cannot read its size (" + ec.message() + ")");
+    if (bytes > allocation_limit())
+      fail_file("its " + std::to_string(bytes) + " bytes are more than the allocation limit of " +
+                std::to_string(allocation_limit()) + " (moekit::set_allocation_limit)");
     std::ifstream in(path_, std::ios::binary);
     if (!in) fail_file("cannot open");
-    std::ostringstream all;
-    all << in.rdbuf();
-    text_ = all.str();
+    text_.resize(static_cast<std::size_t>(bytes));
+    in.read(text_.data(), static_cast<std::streamsize>(text_.size()));
+    if (static_cast<std::uintmax_t>(in.gcount()) != bytes)
+      fail_file("read " + std::to_string(in.gcount()) + " of its " + std::to_string(bytes) + " bytes");
+  }
+
+  /// Lines not read yet (a last line without '\n' counts); bounds what the
+  /// file can hold before anything is allocated for it.
+  std::size_t lines_left() const noexcept {
+    if (pos_ >= text_.size()) return 0;
+    const auto rest = std::string_view(text_).substr(pos_);
+    return static_cast<std::size_t>(std::ranges::count(rest, '\n')) + (rest.back() == '\n' ? 0 : 1);
   }
 
   /// The next line's whitespace-separated fields; false at the end of the file.
@@ -84,6 +108,8 @@ class text_file {
   I integer(std::string_view s, const char* what) const {
     long long v = 0;
     const auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (r.ec == std::errc::result_out_of_range && r.ptr == s.data() + s.size())
+      fail(std::string(what) + " " + std::string(s) + " is out of range");
     if (r.ec != std::errc{} || r.ptr != s.data() + s.size())
       fail(std::string(what) + " '" + std::string(s) + "' is not an integer");
     if (v < static_cast<long long>(std::numeric_limits<I>::min()) ||
@@ -91,19 +117,25 @@ class text_file {
       fail(std::string(what) + " " + std::string(s) + " is out of range");
     return static_cast<I>(v);
   }
+  /// A finite float: inf, nan and values beyond float's range are errors.
   float number(std::string_view s, const char* what) const {
     float v = 0;
     const auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (r.ec == std::errc::result_out_of_range && r.ptr == s.data() + s.size())
+      fail(std::string(what) + " " + std::string(s) + " is out of float's range");
     if (r.ec != std::errc{} || r.ptr != s.data() + s.size())
       fail(std::string(what) + " '" + std::string(s) + "' is not a number");
+    if (!std::isfinite(v)) fail(std::string(what) + " " + std::string(s) + " is not finite");
     return v;
   }
   /// An integer in [lo, hi).
   index_t in_range(std::string_view s, long long lo, std::size_t hi, const char* what) const {
     const auto v = integer<long long>(s, what);
-    if (v < lo || v >= static_cast<long long>(hi))
+    if (v < lo || (v >= 0 && static_cast<unsigned long long>(v) >= hi))
       fail(std::string(what) + " " + std::to_string(v) + " is out of range [" + std::to_string(lo) + ", " +
            std::to_string(hi) + ")");
+    if (v < std::numeric_limits<index_t>::min() || v > std::numeric_limits<index_t>::max())
+      fail(std::string(what) + " " + std::to_string(v) + " does not fit index_t (int32)");
     return static_cast<index_t>(v);
   }
 
@@ -142,6 +174,10 @@ inline graph_meta read_graph_meta(const std::filesystem::path& path) {
     if (it->second.size() != 1) f.fail_file(std::string("'") + key + "' must have one value");
     const auto v = f.integer<long long>(it->second[0], key);
     if (v <= 0) f.fail_file(std::string("'") + key + "' must be positive");
+    // Ids of nodes, features and classes are index_t (int32).
+    if (v > std::numeric_limits<index_t>::max())
+      f.fail_file(std::string("'") + key + "' " + std::to_string(v) + " is more than index_t (int32) can number (" +
+                  std::to_string(std::numeric_limits<index_t>::max()) + ")");
     return static_cast<std::size_t>(v);
   };
   graph_meta m;
@@ -150,6 +186,25 @@ inline graph_meta read_graph_meta(const std::filesystem::path& path) {
   m.classes = count("num_classes");
   if (const auto it = kv.find("name"); it != kv.end()) m.name = std::string(it->second[0]);
   return m;
+}
+
+/// Before the dense (N, D) features are allocated: NNZ possible and backed by
+/// that many lines, N x D floats within the allocation limit (N and D are
+/// meta.txt's counts, which fit index_t).
+inline void check_features_claim(const text_file& f, const graph_meta& m, long long nnz) {
+  const std::string nd = std::to_string(m.nodes) + " x " + std::to_string(m.features);
+  std::size_t cells = 0, bytes = 0;
+  if (!mul_fits(m.nodes, m.features, cells) || !mul_fits(cells, sizeof(float), bytes))
+    f.fail("N x D = " + nd + " floats overflow std::size_t");
+  if (nnz < 0 || static_cast<unsigned long long>(nnz) > cells)
+    f.fail("NNZ " + std::to_string(nnz) + " is impossible for " + nd);
+  if (static_cast<unsigned long long>(nnz) > f.lines_left())
+    f.fail_file("ends after " + std::to_string(f.lines_left()) + " of the " + std::to_string(nnz) +
+                " entries the header announces");
+  if (bytes > allocation_limit())
+    f.fail("N x D = " + nd + " floats need " + moekit::detail::bytes_str(bytes) +
+           ", more than the allocation limit of " + moekit::detail::bytes_str(allocation_limit()) +
+           " (moekit::set_allocation_limit)");
 }
 
 inline tensor<float, shape<dyn, dyn>> read_graph_features(const std::filesystem::path& path, const graph_meta& m) {
@@ -161,8 +216,8 @@ inline tensor<float, shape<dyn, dyn>> read_graph_features(const std::filesystem:
   if (n != static_cast<long long>(m.nodes) || d != static_cast<long long>(m.features))
     f.fail("header says " + std::to_string(n) + " x " + std::to_string(d) + " but meta.txt says " +
            std::to_string(m.nodes) + " nodes x " + std::to_string(m.features) + " features");
-  if (nnz < 0 || nnz > n * d) f.fail("NNZ " + std::to_string(nnz) + " is impossible for " + std::to_string(n) + " x " + std::to_string(d));
-  auto x = zeros<float>(shape<dyn, dyn>{m.nodes, m.features});
+  check_features_claim(f, m, nnz);
+  auto x = zeros<float>(shape<dyn, dyn>{m.nodes, m.features});  // (N, D)
   for (long long k = 0; k < nnz; ++k) {
     if (!f.next(row, 3, "node feature value"))
       f.fail_file("ends after " + std::to_string(k) + " of the " + std::to_string(nnz) + " entries the header announces");
@@ -176,7 +231,10 @@ inline tensor<float, shape<dyn, dyn>> read_graph_features(const std::filesystem:
 
 inline tensor<index_t, shape<dyn>> read_graph_labels(const std::filesystem::path& path, const graph_meta& m) {
   text_file f(path);
-  tensor<index_t, shape<dyn>> y(shape<dyn>{m.nodes});
+  if (f.lines_left() < m.nodes)
+    f.fail_file("has " + std::to_string(f.lines_left()) + " lines, expected one per node (" + std::to_string(m.nodes) +
+                ")");
+  tensor<index_t, shape<dyn>> y(shape<dyn>{m.nodes});  // (N)
   std::vector<std::string_view> row;
   for (std::size_t i = 0; i < m.nodes; ++i) {
     if (!f.next(row, 1, "label"))
@@ -226,8 +284,9 @@ inline data::graph_dataset load_graph(const std::filesystem::path& dir) {
   data::graph_dataset d;
   d.name = m.name.empty() ? dir.filename().string() : m.name;
   d.classes = m.classes;
-  d.features = detail::read_graph_features(dir / "features.txt", m);
+  // Labels first: their N lines back the node count before N x D features are allocated.
   d.labels = detail::read_graph_labels(dir / "labels.txt", m);
+  d.features = detail::read_graph_features(dir / "features.txt", m);
   d.edges = detail::read_graph_edges(dir / "edges.txt", m);
   std::vector<std::string> owner(m.nodes);
   d.train = detail::read_graph_split(dir / "train.txt", m, d.labels, owner);

@@ -14,8 +14,9 @@
 // backend loads onto any other.
 //   auto file = io::read_safetensors("adamw.safetensors"); // raw entries (optimizer state)
 //
-// Writes go to a temporary file renamed into place, so `path` holds either the
-// old file or the complete new one. Reads validate the whole file before any
+// Writes go to a unique temporary file, fsync'ed and renamed into place (see
+// io/atomic_file.hpp), so `path` holds either the old file or the complete new
+// one, even after a kill or a power loss. Reads validate the whole file before any
 // byte reaches the model; every problem is an io_error naming the file and,
 // where one is involved, the tensor.
 #pragma once
@@ -41,9 +42,11 @@
 #include <unistd.h>
 
 #include "../autograd/parameter_tree.hpp"
+#include "../core/allocation.hpp"
 #include "../core/dtype.hpp"
 #include "../core/error.hpp"
 #include "../tensor/tensor.hpp"
+#include "atomic_file.hpp"
 
 namespace moekit::io {
 
@@ -464,29 +467,12 @@ inline void check_records(const std::filesystem::path& file, std::span<const ten
     if (!valid_utf8(key) || !valid_utf8(value)) bad("metadata entry '" + key + "' is not valid UTF-8");
 }
 
-/// Writes through `body(stream)` to `path.tmp.<pid>`, then renames it onto
-/// `path`. On any failure the temporary file is removed, `path` is untouched,
-/// and io_error is thrown.
+/// Writes through `body(stream)` durably and atomically (io/atomic_file.hpp):
+/// on any failure `path` is untouched, no temporary file is left, and
+/// io_error is thrown.
 template <class Body>
 void write_atomically(const std::filesystem::path& path, Body&& body) {
-  const std::filesystem::path tmp = path.string() + ".tmp." + std::to_string(::getpid());
-  std::ofstream os(tmp, std::ios::binary | std::ios::trunc);
-  if (!os) safetensors_fail(path, "cannot create " + tmp.string() + ": " + std::strerror(errno));
-  try {
-    body(os);
-    os.flush();
-    if (!os) safetensors_fail(path, "writing " + tmp.string() + " failed: " + std::strerror(errno));
-    os.close();
-    if (os.fail()) safetensors_fail(path, "closing " + tmp.string() + " failed: " + std::strerror(errno));
-    std::error_code ec;
-    std::filesystem::rename(tmp, path, ec);
-    if (ec) safetensors_fail(path, "cannot rename " + tmp.string() + " into place: " + ec.message());
-  } catch (...) {
-    os.close();
-    std::error_code ignored;
-    std::filesystem::remove(tmp, ignored);
-    throw;
-  }
+  write_file_atomically(path, std::forward<Body>(body), "safetensors: ");
 }
 
 /// The whole file, or io_error.
@@ -494,6 +480,9 @@ inline std::vector<std::byte> read_whole_file(const std::filesystem::path& path)
   std::error_code ec;
   const auto size = std::filesystem::file_size(path, ec);
   if (ec) safetensors_fail(path, "cannot read: " + ec.message());
+  if (size > allocation_limit())
+    safetensors_fail(path, std::to_string(size) + " bytes, more than the allocation limit of " +
+                               std::to_string(allocation_limit()) + " (moekit::set_allocation_limit)");
   std::ifstream is(path, std::ios::binary);
   if (!is) safetensors_fail(path, std::string("cannot open: ") + std::strerror(errno));
   std::vector<std::byte> bytes(static_cast<std::size_t>(size));
@@ -536,11 +525,11 @@ struct safetensors_data {
   }
 };
 
-/// Reads and validates a whole safetensors file: header length within the
-/// file, strict JSON, known dtypes, byte counts matching shapes, offsets inside
-/// the buffer, and the buffer covered exactly once (no overlap, no holes).
-inline safetensors_data read_safetensors(const std::filesystem::path& path) {
-  auto file = std::make_shared<const std::vector<std::byte>>(detail::read_whole_file(path));
+/// Validates the bytes of a whole safetensors file (as read_safetensors does);
+/// `path` only names the file in messages. The records view `file`.
+inline safetensors_data parse_safetensors(std::shared_ptr<const std::vector<std::byte>> file,
+                                          const std::filesystem::path& path) {
+  if (!file) detail::safetensors_fail(path, "no bytes");
   if (file->size() < 8) detail::safetensors_fail(path, "only " + std::to_string(file->size()) + " bytes, no header");
   std::uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | std::to_integer<std::uint64_t>((*file)[static_cast<std::size_t>(i)]);
@@ -581,6 +570,13 @@ inline safetensors_data read_safetensors(const std::filesystem::path& path) {
     detail::safetensors_fail(path, std::to_string(buffer.size() - covered) +
                                        " bytes at the end of the data buffer belong to no tensor");
   return out;
+}
+
+/// Reads and validates a whole safetensors file: header length within the
+/// file, strict JSON, known dtypes, byte counts matching shapes, offsets inside
+/// the buffer, and the buffer covered exactly once (no overlap, no holes).
+inline safetensors_data read_safetensors(const std::filesystem::path& path) {
+  return parse_safetensors(std::make_shared<const std::vector<std::byte>>(detail::read_whole_file(path)), path);
 }
 
 /// Writes `records` (in their order) and `metadata` to `path` atomically.

@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "../core/allocation.hpp"
 #include "../core/config.hpp"
 #include "../core/error.hpp"
 #include "../tensor/tensor.hpp"
@@ -119,6 +120,9 @@ inline text_corpus load_text(const std::filesystem::path& path, const text_optio
   if (bytes > o.max_bytes)
     throw io_error(where + std::to_string(bytes) + " bytes is more than the limit of " + std::to_string(o.max_bytes) +
                    " (text_options::max_bytes)");
+  if (bytes > allocation_limit())
+    throw io_error(where + std::to_string(bytes) + " bytes is more than the allocation limit of " +
+                   std::to_string(allocation_limit()) + " (moekit::set_allocation_limit)");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw io_error(where + "cannot open");
   std::string raw(static_cast<std::size_t>(bytes), '\0');

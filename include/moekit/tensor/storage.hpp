@@ -5,10 +5,13 @@
 #include <atomic>
 #include <cstddef>
 #include <new>
+#include <string>
 #include <utility>
 
 #include "../backend/backend.hpp"
 #include "../backend/cpu/pool.hpp"
+#include "../core/allocation.hpp"
+#include "../core/error.hpp"
 
 namespace moekit::detail {
 
@@ -24,14 +27,21 @@ class storage_ref {
  public:
   storage_ref() noexcept = default;
 
+  /// allocation_error naming the size when `bytes` is over allocation_limit()
+  /// or the allocator refuses it (std::bad_alloc does not escape).
   static storage_ref allocate(std::size_t bytes) {
+    check_allocation(bytes, allocate_op());
     auto& pool = host_pool::local();
-    void* mem = pool.allocate(sizeof(storage_block));
+    void* mem = nullptr;
     void* data = nullptr;
     try {
+      mem = pool.allocate(sizeof(storage_block));
       data = B::allocate(bytes == 0 ? 1 : bytes);
+    } catch (const std::bad_alloc&) {
+      if (mem) pool.deallocate(mem, sizeof(storage_block));
+      throw allocation_error(allocate_op() + ": " + bytes_str(bytes) + ": out of memory");
     } catch (...) {
-      pool.deallocate(mem, sizeof(storage_block));
+      if (mem) pool.deallocate(mem, sizeof(storage_block));
       throw;
     }
     return storage_ref(new (mem) storage_block{{1}, bytes, data});
@@ -54,6 +64,8 @@ class storage_ref {
 
  private:
   explicit storage_ref(storage_block* b) noexcept : b_(b) {}
+
+  static std::string allocate_op() { return "allocate (" + std::string(B::name) + ")"; }
 
   void release() noexcept {
     if (b_ && b_->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "../backend/cpu/kernels.hpp"
+#include "../core/checked.hpp"
 #include "../core/config.hpp"
 #include "../core/error.hpp"
 #include "../core/shape.hpp"
@@ -31,8 +32,10 @@ class tensor {
   tensor() noexcept = default;
 
   /// Uninitialised storage for `s` (see zeros(), full(), ... for initialised ones).
+  /// shape_error when the byte size of `s` overflows std::size_t,
+  /// allocation_error when it is over allocation_limit() or memory is short.
   explicit tensor(const S& s)
-      : storage_(detail::storage_ref<B>::allocate(s.size() * sizeof(T))),
+      : storage_(detail::storage_ref<B>::allocate(checked_bytes(s.extents(), sizeof(T), "tensor"))),
         data_(static_cast<T*>(storage_.data())),
         shape_(s) {}
 
@@ -109,7 +112,7 @@ class tensor {
   tensor<T, S2, B> reshape(const S2& s) const {
     if constexpr (S::all_static() && S2::all_static())
       static_assert(S{}.size() == S2{}.size(), "reshape: sizes differ");
-    if (s.size() != size())
+    if (checked_count(s.extents(), "reshape") != size())
       throw shape_error("reshape: " + shape_.str() + " -> " + s.str() + ": sizes differ (" + std::to_string(size()) +
                         " vs " + std::to_string(s.size()) + ")");
     return {storage_, data_, s};

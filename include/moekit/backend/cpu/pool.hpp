@@ -8,6 +8,7 @@
 #include <array>
 #include <bit>
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <new>
 #include <vector>
@@ -18,6 +19,8 @@ class host_pool {
  public:
   static constexpr std::size_t alignment = 64;
   static constexpr std::size_t max_cached_bytes = std::size_t{2} << 30;
+  /// No block is larger (class_bytes of anything up to it does not wrap).
+  static constexpr std::size_t max_block_bytes = SIZE_MAX / 2;
 
   static host_pool& local() noexcept {
     thread_local host_pool pool;
@@ -33,7 +36,11 @@ class host_pool {
     return (bytes + step - 1) / step * step;
   }
 
+  /// std::bad_alloc when the system has no such block (tensor storage turns it
+  /// into moekit::allocation_error); sizes near SIZE_MAX, whose class would
+  /// wrap, are refused the same way.
   void* allocate(std::size_t bytes) {
+    if (bytes > max_block_bytes) throw std::bad_alloc();
     const std::size_t n = class_bytes(bytes);
     if (auto* list = free_list(n); list && !list->empty()) {
       void* p = list->back();
