@@ -53,6 +53,7 @@
 
 #include "bench_device.hpp"
 #include "bench_util.hpp"
+#include "common/flags.hpp"
 
 namespace {
 
@@ -82,13 +83,13 @@ config parse_config(const std::string& name) {
   const bool ok = std::sscanf(name.c_str(), "moe-k%zu%n", &c.k, &n) == 1 ||
                   std::sscanf(name.c_str(), "coe-c%zu-k%zu%n", &c.c, &c.k, &n) == 2;
   if (!ok || n != int(name.size()) || c.c == 0 || c.k == 0)
-    throw value_error("bench_coe_layer: --configs: '" + name + "' is not moe-kK or coe-cC-kK");
+    throw value_error("--configs: '" + name + "' is not moe-kK or coe-cC-kK");
   return c;
 }
 
 std::vector<config> parse_configs(const std::string& list) {
   try {
-    return bench::parse_list(list, parse_config, "bench_coe_layer: --configs");
+    return bench::parse_list(list, parse_config, "--configs");
   } catch (const std::invalid_argument& e) {
     throw value_error(e.what());
   }
@@ -240,9 +241,9 @@ void table(const std::vector<std::pair<row, const row*>>& rows, const options& o
 void run(const options& o) {
   const auto configs = parse_configs(o.configs);
   for (const auto& c : configs)
-    if (c.k > o.experts) throw value_error("bench_coe_layer: " + c.name + ": K > --experts");
+    if (c.k > o.experts) throw value_error(c.name + ": K > --experts");
   if (o.seq_len == 0 || o.tokens % o.seq_len != 0)  // (batch, seq) as the reference sees it; the seq aux loss
-    throw value_error("bench_coe_layer: --seq-len must divide --tokens");
+    throw value_error("--seq-len must divide --tokens");
   rng data(o.seed);
   const auto x = normal<float>(data, shape<dyn, dyn>{o.tokens, o.d_model});  // (T, D) layer input a
   const auto G = normal<float>(data, shape<dyn, dyn>{o.tokens, o.d_model});  // (T, D) upstream gradient
@@ -306,9 +307,9 @@ int main(int argc, char** argv) try {
   cli.add("time", o.time, "time the rows (--no-time: only --dump)");
   if (!cli.parse(argc, argv)) return 0;
   if (o.clock != "wall" && o.clock != "cpu")
-    throw moekit::value_error("bench_coe_layer: --clock must be wall or cpu, got " + o.clock);
+    throw moekit::value_error("--clock must be wall or cpu, got " + o.clock);
   if (o.reps < 1 || o.warmup < 0 || o.threads < 1)
-    throw moekit::value_error("bench_coe_layer: need --reps >= 1, --warmup >= 0, --threads >= 1");
+    throw moekit::value_error("need --reps >= 1, --warmup >= 0, --threads >= 1");
   moekit::set_num_threads(o.threads);
   std::fprintf(stderr,
                "bench_coe_layer: %d thread(s), %d warm-up, %d timed repetitions, %s clock; T=%zu (seq %zu) D=%zu "
@@ -318,6 +319,6 @@ int main(int argc, char** argv) try {
   run(o);
   return 0;
 } catch (const std::exception& e) {
-  std::fprintf(stderr, "%s\n", e.what());
+  std::fprintf(stderr, "bench_coe_layer: %s\n", e.what());
   return 2;
 }

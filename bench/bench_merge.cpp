@@ -40,6 +40,7 @@
 #include <moekit/moe.hpp>
 
 #include "bench_util.hpp"
+#include "common/flags.hpp"
 
 namespace {
 
@@ -62,7 +63,7 @@ bank_shape parse_bank(const std::string& s) {
   int n = 0;
   if (std::sscanf(s.c_str(), "%zux%zux%zu%n", &b.sets, &b.d, &b.ff, &n) != 3 || std::size_t(n) != s.size() ||
       b.sets < 1 || b.d < 1 || b.ff < 1)
-    throw value_error("bench_merge: --banks: '" + s + "' is not GxDxFF (e.g. 16x128x512)");
+    throw value_error("--banks: '" + s + "' is not GxDxFF (e.g. 16x128x512)");
   return b;
 }
 
@@ -70,7 +71,7 @@ std::size_t parse_size(const std::string& s) {
   std::size_t n = 0;
   int used = 0;
   if (std::sscanf(s.c_str(), "%zu%n", &n, &used) != 1 || std::size_t(used) != s.size() || n < 1)
-    throw value_error("bench_merge: --sizes: '" + s + "' is not a positive integer");
+    throw value_error("--sizes: '" + s + "' is not a positive integer");
   return n;
 }
 
@@ -109,7 +110,7 @@ bench::json_line& machine_fields(bench::json_line& j, const options& o, const be
 // ------------------------------------------------------------------ stages
 
 void stage_lsa(const options& o, const bench::machine_info& m) {
-  for (std::size_t n : parse<std::size_t>(o.sizes, parse_size, "bench_merge: --sizes")) {
+  for (std::size_t n : parse<std::size_t>(o.sizes, parse_size, "--sizes")) {
     std::mt19937_64 g(o.seed + n);
     std::uniform_real_distribution<double> u(0, 1);
     std::vector<double> c(n * n);  // (n, n)
@@ -128,7 +129,7 @@ void stage_lsa(const options& o, const bench::machine_info& m) {
 
 void stage_align(const options& o, const bench::machine_info& m) {
   using bank_t = moe::ffn_expert<dyn, dyn, moe::activation::gelu>::bank<dyn, float, cpu>;
-  for (const bank_shape& s : parse<bank_shape>(o.banks, parse_bank, "bench_merge: --banks")) {
+  for (const bank_shape& s : parse<bank_shape>(o.banks, parse_bank, "--banks")) {
     rng g(o.seed + s.ff);
     const bank_t original(g, s.sets, s.d, s.ff);
     bank_t bank = original;
@@ -162,7 +163,7 @@ model_shape parse_model(const std::string& s) {
   int n = 0;
   if (std::sscanf(s.c_str(), "%zux%zux%zux%zu%n", &m.layers, &m.experts, &m.d, &m.ff, &n) != 4 ||
       std::size_t(n) != s.size() || m.layers < 1 || m.experts < 2 || m.d < 1 || m.ff < 1)
-    throw value_error("bench_merge: --models: '" + s + "' is not LxExDxFF with E >= 2 (e.g. 2x16x64x256)");
+    throw value_error("--models: '" + s + "' is not LxExDxFF with E >= 2 (e.g. 2x16x64x256)");
   return m;
 }
 
@@ -180,7 +181,7 @@ void stage_pipeline(const options& o, const bench::machine_info& m) {
   using router_t = moe::top_k_router<dyn, dyn, dyn, float, cpu>;
   using spec = moe::ffn_expert<dyn, dyn, moe::activation::relu, false>;
   using layer_t = moe::layer<router_t, spec, float, cpu>;
-  for (const model_shape& s : parse<model_shape>(o.models, parse_model, "bench_merge: --models")) {
+  for (const model_shape& s : parse<model_shape>(o.models, parse_model, "--models")) {
     rng g(o.seed + s.ff);
     layer_stack<layer_t> model;
     for (std::size_t l = 0; l < s.layers; ++l)
@@ -259,11 +260,11 @@ int main(int argc, char** argv) try {
   cli.add("seed", o.seed, "random costs and banks");
   if (!cli.parse(argc, argv)) return 0;
   if (o.repeats < 1 || o.warmup < 0 || o.threads < 1 || o.tokens < 1 || o.rank < 1)
-    throw moekit::value_error("bench_merge: need --repeats >= 1, --warmup >= 0, --threads, --tokens, --rank >= 1");
-  const auto chosen = parse<std::string>(o.stages, [](const std::string& s) { return s; }, "bench_merge: --stages");
+    throw moekit::value_error("need --repeats >= 1, --warmup >= 0, --threads, --tokens, --rank >= 1");
+  const auto chosen = parse<std::string>(o.stages, [](const std::string& s) { return s; }, "--stages");
   for (const auto& name : chosen)
     if (std::none_of(stages().begin(), stages().end(), [&](const stage& s) { return name == s.name; }))
-      throw moekit::value_error("bench_merge: --stages: unknown stage '" + name + "' (lsa, align, pipeline)");
+      throw moekit::value_error("--stages: unknown stage '" + name + "' (lsa, align, pipeline)");
   moekit::set_num_threads(o.threads);
   const bench::machine_info m = bench::describe_machine();
   std::fprintf(stderr, "bench_merge: %d thread(s), %d warm-up, %d timed repetitions; %s; BLAS %s\n", o.threads,
@@ -272,6 +273,6 @@ int main(int argc, char** argv) try {
     if (std::find(chosen.begin(), chosen.end(), s.name) != chosen.end()) s.run(o, m);
   return 0;
 } catch (const std::exception& e) {
-  std::fprintf(stderr, "%s\n", e.what());
+  std::fprintf(stderr, "bench_merge: %s\n", e.what());
   return 2;
 }

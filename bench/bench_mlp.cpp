@@ -19,7 +19,6 @@
 #include <vector>
 
 #include <moekit.hpp>
-#include <moekit/io/flags.hpp>
 #include <moekit/mlp/bottleneck_mlp.hpp>
 #include <moekit/optim/adamw.hpp>
 
@@ -29,6 +28,7 @@
 
 #include "bench_device.hpp"
 #include "bench_util.hpp"
+#include "common/flags.hpp"
 
 namespace {
 
@@ -183,7 +183,7 @@ int main(int argc, char** argv) try {
   cli.add("seed", o.seed, "random seed");
   cli.add("split", o.split, "also time forward, backward and optimizer step separately");
   if (!cli.parse(argc, argv)) return 0;
-  if (o.batch < 1 || o.threads < 1 || o.warmup < 0 || o.reps < 1) throw value_error("bench_mlp: bad --batch/--threads/--warmup/--reps");
+  if (o.batch < 1 || o.threads < 1 || o.warmup < 0 || o.reps < 1) throw value_error("bad --batch/--threads/--warmup/--reps");
   set_num_threads(o.threads);
   if (o.backend == "cpu") return run<cpu>(o);
   if (o.backend == "cuda") {

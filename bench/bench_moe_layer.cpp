@@ -57,7 +57,6 @@
 #include <vector>
 
 #include <moekit.hpp>
-#include <moekit/io/flags.hpp>
 #include <moekit/io/safetensors.hpp>
 #include <moekit/moe.hpp>
 
@@ -67,6 +66,7 @@
 
 #include "bench_device.hpp"
 #include "bench_util.hpp"
+#include "common/flags.hpp"
 
 namespace {
 
@@ -94,6 +94,7 @@ struct options {
   std::string config = "C-S", backend = "cpu", dump, clock = "wall", skew = "none";
   int threads = 1, warmup = 3, reps = 15;
   std::size_t share = 1;  // slots per shared weight set (1: no sharing)
+  std::size_t tokens = 0, experts = 0;  // --tokens, --experts: override the configuration's (0: keep)
   bool all = false, force = false;
   std::uint64_t seed = 42;
 };
@@ -119,7 +120,7 @@ void share_slots(std::size_t n, Layer& layer) {
   if (n <= 1) return;
   const std::size_t e = layer.experts().experts();
   if (e % n != 0)
-    throw value_error("bench_moe_layer: --share " + std::to_string(n) + " must divide the expert count " + std::to_string(e));
+    throw value_error("--share " + std::to_string(n) + " must divide the expert count " + std::to_string(e));
   std::vector<index_t> map(e);
   for (std::size_t s = 0; s < e; ++s) map[s] = static_cast<index_t>(s / n);
   using map_type = std::remove_cvref_t<decltype(layer.experts().slots())>;
@@ -531,11 +532,18 @@ std::vector<config> choose(const options& o) {
   for (const auto& c : configs)
     if (o.all ? c.gpu() == on_gpu : o.config == c.name) chosen.push_back(c);
   if (chosen.empty())
-    throw value_error("bench_moe_layer: unknown --config " + o.config + " (C-T, C-S, C-F, C-M, G-M, G-O or G-F)");
+    throw value_error("unknown --config " + o.config + " (C-T, C-S, C-F, C-M, G-M, G-O or G-F)");
+  for (auto& c : chosen) {  // a sweep around a configuration (scripts/make_plot_data speed)
+    if (o.tokens > 0) c.tokens = o.tokens;
+    if (o.experts > 0) c.experts = o.experts;
+    if (c.k > c.experts)
+      throw value_error("--experts " + std::to_string(c.experts) + " is below the configuration's top-k " +
+                        std::to_string(c.k));
+  }
   for (const auto& c : chosen)
     if (!on_gpu && c.gpu() && !o.force) {
       const double gb = double(c.experts * c.d_model * c.d_ff * c.matrices() * sizeof(float)) / 1e9;
-      throw value_error("bench_moe_layer: --config " + std::string(c.name) + " is a GPU configuration (" +
+      throw value_error("--config " + std::string(c.name) + " is a GPU configuration (" +
                         std::to_string(gb).substr(0, 4) + " GB of fp32 expert weights, more for gradients and " +
                         "activations): run it with --backend cuda, or add --force to run it on the CPU anyway");
     }
@@ -563,24 +571,26 @@ int main(int argc, char** argv) try {
   cli.add("share", o.share, "slots per shared weight set: slots e / n share one (a merged model; 1: none)");
   cli.add("clock", o.clock, "cpu backend: wall (steady_clock) or cpu (thread CPU time, for loaded machines; 1 thread)");
   cli.add("dump", o.dump, "directory for <config>.safetensors (inputs, weights, output, gradients)");
+  cli.add("tokens", o.tokens, "tokens per batch instead of the configuration's (0: the configuration's)");
+  cli.add("experts", o.experts, "experts instead of the configuration's (0: the configuration's)");
   if (!cli.parse(argc, argv)) return 0;
   if (o.clock != "wall" && o.clock != "cpu")
-    throw moekit::value_error("bench_moe_layer: --clock must be wall or cpu, got " + o.clock);
+    throw moekit::value_error("--clock must be wall or cpu, got " + o.clock);
   if (o.clock != "wall" && o.backend != "cpu")
-    throw moekit::value_error("bench_moe_layer: --clock cpu is for --backend cpu");
+    throw moekit::value_error("--clock cpu is for --backend cpu");
   if (o.skew != "none" && o.skew != "zipf")
-    throw moekit::value_error("bench_moe_layer: --skew must be none or zipf, got " + o.skew);
+    throw moekit::value_error("--skew must be none or zipf, got " + o.skew);
   if (o.reps < 1 || o.warmup < 0 || o.threads < 1)
-    throw moekit::value_error("bench_moe_layer: need --reps >= 1, --warmup >= 0, --threads >= 1");
+    throw moekit::value_error("need --reps >= 1, --warmup >= 0, --threads >= 1");
   if (o.backend != "cpu" && o.backend != "cuda" && o.backend != "emulated")
-    throw moekit::value_error("bench_moe_layer: --backend '" + o.backend + "' is not one of cpu, cuda, emulated");
+    throw moekit::value_error("--backend '" + o.backend + "' is not one of cpu, cuda, emulated");
 #ifndef __CUDACC__
   if (o.backend == "cuda")
-    throw moekit::value_error("bench_moe_layer: --backend cuda: this build has no CUDA (bench_moe_layer was compiled "
+    throw moekit::value_error("--backend cuda: this build has no CUDA (bench_moe_layer was compiled "
                               "without nvcc; configure with the CUDA toolkit installed and CMake compiles it as CUDA)");
 #else
   if (o.backend == "cuda" && !moekit::cuda_available())
-    throw moekit::value_error("bench_moe_layer: --backend cuda: no CUDA device is visible to this process");
+    throw moekit::value_error("--backend cuda: no CUDA device is visible to this process");
 #endif
   const auto chosen = choose(o);
   moekit::set_num_threads(o.threads);
@@ -597,6 +607,6 @@ int main(int argc, char** argv) try {
   if (o.backend == "cpu") bench_backend<moekit::cpu>(chosen, o, {"cpu", o.clock, "", 0});
   return 0;
 } catch (const std::exception& e) {
-  std::fprintf(stderr, "%s\n", e.what());
+  std::fprintf(stderr, "bench_moe_layer: %s\n", e.what());
   return 2;
 }

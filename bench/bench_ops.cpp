@@ -13,9 +13,9 @@
 #include <vector>
 
 #include <moekit.hpp>
-#include <moekit/io/flags.hpp>
 
 #include "bench_util.hpp"
+#include "common/flags.hpp"
 
 namespace {
 

@@ -19,10 +19,10 @@
 #include <moekit/graph/csbm.hpp>
 #include <moekit/graph/gcn_conv.hpp>
 #include <moekit/graph/gnn.hpp>
-#include <moekit/io/flags.hpp>
 #include <moekit/io/graph.hpp>
 
 #include "bench_util.hpp"
+#include "common/flags.hpp"
 
 #ifndef MOEKIT_SHARED_DATA_DIR
 #define MOEKIT_SHARED_DATA_DIR "../shared/data"
@@ -47,7 +47,7 @@ template <class T>
 void dump_array(const fs::path& file, const T* data, std::size_t n) {
   std::ofstream out(file, std::ios::binary);
   out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(n * sizeof(T)));
-  if (!out) throw io_error("bench_spmm: cannot write " + file.string());
+  if (!out) throw io_error("cannot write " + file.string());
 }
 
 void dump_csr(const fs::path& dir, const std::string& name, const graph::csr<float>& a, std::size_t f) {

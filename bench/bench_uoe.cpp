@@ -57,6 +57,7 @@
 
 #include "bench_device.hpp"
 #include "bench_util.hpp"
+#include "common/flags.hpp"
 
 namespace {
 
@@ -92,13 +93,13 @@ config parse_config(const std::string& name) {
   else if (mode == "gated") c.mode = uoe::mode::gated;
   else if (mode == "causal") c.mode = uoe::mode::causal;
   if (!number || (mode != "faithful" && mode != "gated" && mode != "causal"))
-    throw value_error("bench_uoe: --configs: '" + name + "' is not dense or {faithful,gated,causal}-cP, P in [1, 100]");
+    throw value_error("--configs: '" + name + "' is not dense or {faithful,gated,causal}-cP, P in [1, 100]");
   return c;
 }
 
 std::vector<config> parse_configs(const std::string& list) {
   try {
-    return bench::parse_list(list, parse_config, "bench_uoe: --configs");
+    return bench::parse_list(list, parse_config, "--configs");
   } catch (const std::invalid_argument& e) {
     throw value_error(e.what());
   }
@@ -352,7 +353,7 @@ void time_parts(std::vector<model>& models, const options& o, const x_t& x, cons
 void run(const options& o) {
   const auto configs = parse_configs(o.configs);
   if (o.d_model % o.heads != 0 || o.d_ff % o.experts != 0)
-    throw value_error("bench_uoe: --d-model must be a multiple of --heads and --d-ff of --experts");
+    throw value_error("--d-model must be a multiple of --heads and --d-ff of --experts");
   rng data(o.seed);
   const shape<dyn, dyn, dyn> xs{o.batch, o.seq, o.d_model};
   const auto x = normal<float>(data, xs);  // (B, S, d) block input
@@ -453,7 +454,7 @@ int main(int argc, char** argv) try {
   cli.add("parts", o.parts, "also time each row's attention, FFN and selection alone");
   if (!cli.parse(argc, argv)) return 0;
   if (o.reps < 1 || o.warmup < 0 || o.threads < 1)
-    throw moekit::value_error("bench_uoe: need --reps >= 1, --warmup >= 0, --threads >= 1");
+    throw moekit::value_error("need --reps >= 1, --warmup >= 0, --threads >= 1");
   moekit::set_num_threads(o.threads);
   std::fprintf(stderr,
                "bench_uoe: %d thread(s), %d warm-up, %d timed repetitions; B=%zu S=%zu d=%zu H=%zu F=%zu E=%zu, "
@@ -464,6 +465,6 @@ int main(int argc, char** argv) try {
   run(o);
   return 0;
 } catch (const std::exception& e) {
-  std::fprintf(stderr, "%s\n", e.what());
+  std::fprintf(stderr, "bench_uoe: %s\n", e.what());
   return 2;
 }

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -85,14 +86,14 @@ inline std::vector<stats> interleaved(const std::vector<std::function<void()>>& 
 class json_line {
  public:
   json_line& add(const std::string& k, const std::string& v) {
-    items_.emplace_back(k, "\"" + v + "\"");
+    items_.emplace_back(k, quoted(v));
     return *this;
   }
   json_line& add(const std::string& k, const char* v) { return add(k, std::string(v)); }
   json_line& add(const std::string& k, double v) {
     char buf[64];
     std::snprintf(buf, sizeof buf, "%.6g", v);
-    items_.emplace_back(k, buf);
+    items_.emplace_back(k, std::isfinite(v) ? std::string(buf) : std::string("null"));  // JSON has no nan/inf
     return *this;
   }
   json_line& add(const std::string& k, int v) { return add(k, static_cast<double>(v)); }
@@ -102,12 +103,30 @@ class json_line {
   std::string str() const {
     std::string s = "{";
     for (std::size_t i = 0; i < items_.size(); ++i)
-      s += (i ? ", \"" : "\"") + items_[i].first + "\": " + items_[i].second;
+      s += (i ? ", " : "") + quoted(items_[i].first) + ": " + items_[i].second;
     return s + "}";
   }
   void print() const { std::printf("%s\n", str().c_str()); std::fflush(stdout); }
 
  private:
+  /// A JSON string: quotes, backslashes and control characters escaped.
+  static std::string quoted(const std::string& v) {
+    std::string out = "\"";
+    for (const char c : v) {
+      if (c == '"' || c == '\\') {
+        out += '\\';
+        out += c;
+      } else if (static_cast<unsigned char>(c) < 0x20) {
+        char esc[8];
+        std::snprintf(esc, sizeof esc, "\\u%04x", static_cast<unsigned>(static_cast<unsigned char>(c)));
+        out += esc;
+      } else {
+        out += c;
+      }
+    }
+    return out + "\"";
+  }
+
   std::vector<std::pair<std::string, std::string>> items_;
 };
 

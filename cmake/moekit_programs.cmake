@@ -10,8 +10,28 @@
 #       moekit::cuda) when the CUDA language is enabled: one source offers
 #       `--backend cuda` where nvcc is there and stays plain C++ elsewhere
 #       (it tests __CUDACC__).
+#       Every program gets moekit_program_flags (below).
+#
+#   moekit_program_flags(<target>)
+#       Links the library moekit_program_flags (made at the first call):
+#       examples/common/flags.cpp, the CLI11 side of "common/flags.hpp", the
+#       programs' flags parser (not part of moekit). It puts examples/ on the
+#       include path, so examples/, bench/ and tests/io include
+#       "common/flags.hpp". CLI11 (Debian: libcli11-dev) is compiled there
+#       once: in every program it would add ~9 s of compile time.
 
 include_guard(GLOBAL)
+
+function(moekit_program_flags target)
+  if(NOT TARGET moekit_program_flags)
+    find_package(CLI11 2 REQUIRED CONFIG GLOBAL)
+    add_library(moekit_program_flags STATIC "${PROJECT_SOURCE_DIR}/examples/common/flags.cpp")
+    target_link_libraries(moekit_program_flags PUBLIC moekit::moekit PRIVATE CLI11::CLI11)
+    target_include_directories(moekit_program_flags PUBLIC "${PROJECT_SOURCE_DIR}/examples")
+    moekit_target_warnings(moekit_program_flags)
+  endif()
+  target_link_libraries(${target} PRIVATE moekit_program_flags)
+endfunction()
 
 function(moekit_add_programs out_var dir what)
   cmake_parse_arguments(PARSE_ARGV 3 arg "" "" "CUDA_CAPABLE")
@@ -47,6 +67,7 @@ function(moekit_add_programs out_var dir what)
     target_compile_definitions(${stem} PRIVATE
       "MOEKIT_SHARED_DATA_DIR=\"${MOEKIT_SHARED_DATA_DIR}\"")
     moekit_target_warnings(${stem})
+    moekit_program_flags(${stem})
     list(APPEND stems ${stem})
   endforeach()
   set(${out_var} ${stems} PARENT_SCOPE)

@@ -9,7 +9,8 @@
 #include <string>
 
 #include <moekit.hpp>
-#include <moekit/io/flags.hpp>
+
+#include "common/flags.hpp"
 
 using namespace moekit;
 
@@ -76,7 +77,7 @@ int main(int argc, char** argv) try {
   cli.add("seed", o.seed, "random seed");
   cli.add("threads", o.threads, "threads for moekit loops and BLAS");
   if (!cli.parse(argc, argv)) return 0;
-  if (o.steps < 1 || o.hidden < 1 || o.batch < 1) throw value_error("autograd_demo: --steps, --hidden, --batch must be >= 1");
+  if (o.steps < 1 || o.hidden < 1 || o.batch < 1) throw value_error("--steps, --hidden, --batch must be >= 1");
   set_num_threads(o.threads);
 
   rng g(static_cast<std::uint64_t>(o.seed));

@@ -69,7 +69,6 @@
 
 #include <moekit.hpp>
 #include <moekit/coe.hpp>
-#include <moekit/io/flags.hpp>
 #include <moekit/io/text.hpp>
 #include <moekit/moe.hpp>
 #include <moekit/moe/baselines.hpp>
@@ -77,6 +76,8 @@
 
 #include "common/char_model.hpp"
 #include "common/char_training.hpp"
+#include "common/flags.hpp"
+#include "common/output_path.hpp"
 #include "common/passive_openmp.hpp"
 
 #ifdef MOEKIT_WITH_MPI
@@ -418,6 +419,7 @@ int main(int argc, char** argv) try {
   cli.add("stop-after", o.stop_after, "stop after this step as if interrupted (0: run all --steps); with --save, for --resume");
   cli.add("max-loss", o.max_loss, "exit 1 when any run's validation loss (nats/char) is above this (0: no check)");
   if (!cli.parse(argc, argv)) return 0;
+  examples::require_writable_parent("--save", o.save);  // before any training
   if (o.d_model < 1 || o.layers < 1 || o.heads < 1 || o.seq < 1 || o.batch < 1 || o.steps < 1 || o.threads < 1 ||
       o.seeds < 1 || o.experts < 1 || o.granularity < 1 || o.iterations < 1 || o.top_k < 1)
     throw value_error("--d-model, --layers, --heads, --seq, --batch, --steps, --threads, --seeds, --experts, "
@@ -470,7 +472,7 @@ int main(int argc, char** argv) try {
                         " windows do not split evenly over the processes");
     group = &*ranks;
     if (!ranks->prints() && !std::freopen("/dev/null", "w", stdout))  // rank 0 prints the table
-      throw io_error("char_lm: cannot silence stdout on rank " + std::to_string(ranks->comm.rank()));
+      throw io_error("cannot silence stdout on rank " + std::to_string(ranks->comm.rank()));
   }
 #else
   if (o.ranks > 0)

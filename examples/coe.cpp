@@ -45,11 +45,12 @@
 
 #include <moekit.hpp>
 #include <moekit/coe.hpp>
-#include <moekit/io/flags.hpp>
 #include <moekit/io/text.hpp>
 
 #include "common/char_model.hpp"
 #include "common/char_training.hpp"
+#include "common/flags.hpp"
+#include "common/output_path.hpp"
 #include "common/passive_openmp.hpp"
 
 using namespace moekit;
@@ -165,6 +166,7 @@ int main(int argc, char** argv) try {
   cli.add("csv", o.csv, "write the validation curves here (\"\": not at all)");
   cli.add("max-loss", o.max_loss, "exit 1 when any run's validation loss is above this (0: no check)");
   if (!cli.parse(argc, argv)) return 0;
+  examples::require_writable_parent("--csv", o.csv);  // before any training
   if (o.d_model < 1 || o.layers < 1 || o.heads < 1 || o.seq < 1 || o.batch < 1 || o.steps < 1 || o.seeds < 1 ||
       o.threads < 1 || o.experts < 1 || o.expert_ff < 1 || o.k < 2 || o.k % 2 || o.chain_steps < 1 ||
       o.chain_records < 20 || o.shared < 0 || o.eval_every < 0 || o.eval_tokens < 0 || o.lr <= 0)

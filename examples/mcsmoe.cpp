@@ -59,7 +59,6 @@
 #include <moekit.hpp>
 #include <moekit/data/batching.hpp>
 #include <moekit/data/normalize.hpp>
-#include <moekit/io/flags.hpp>
 #include <moekit/io/idx.hpp>
 #include <moekit/merge.hpp>
 #include <moekit/mlp/moe_bottleneck_mlp.hpp>
@@ -68,6 +67,8 @@
 #include <moekit/optim.hpp>
 
 #include "common/char_training.hpp"
+#include "common/flags.hpp"
+#include "common/output_path.hpp"
 #include "common/passive_openmp.hpp"
 
 using namespace moekit;
@@ -764,11 +765,12 @@ int main(int argc, char** argv) try {
   cli.add("min-accuracy", o.min_accuracy, "fashion: exit 1 when a trained stage's accuracy is below this fraction");
   cli.add("max-loss", o.max_loss, "text: exit 1 when a trained stage's validation loss is above this (0: no bound)");
   if (!cli.parse(argc, argv)) return 0;
+  examples::require_writable_parent("--csv", o.csv);  // before any training
   if (o.experts < 2 || o.k < 1 || o.k > o.experts || o.seeds < 1 || o.steps < 0 || o.recover_steps < 0 ||
       o.compress_steps < 0 || o.batch < 0 || o.threads < 1 || o.train_subset < 0 || o.calibration < 0 || o.rank < 1 ||
       o.eval_batch < 1 || o.prune_warmup < 0 || o.d_model < 1 || o.layers < 1 || o.heads < 1 || o.seq < 2 ||
       o.eval_tokens < 0)
-    throw value_error("mcsmoe: --experts >= 2, 1 <= --k <= --experts; --seeds, --threads, --rank, --eval-batch, "
+    throw value_error("--experts >= 2, 1 <= --k <= --experts; --seeds, --threads, --rank, --eval-batch, "
                       "--d-model, --layers, --heads >= 1, --seq >= 2; the step counts, --batch, --calibration, "
                       "--train-subset, --prune-warmup, --eval-tokens >= 0");
   if (!(o.keep > 0 && o.keep <= 1)) throw value_error("--keep must be in (0, 1], got " + std::to_string(o.keep));

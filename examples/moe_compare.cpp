@@ -44,7 +44,6 @@
 #include <moekit.hpp>
 #include <moekit/data/batching.hpp>
 #include <moekit/data/normalize.hpp>
-#include <moekit/io/flags.hpp>
 #include <moekit/io/idx.hpp>
 #include <moekit/mlp/bottleneck_mlp.hpp>
 #include <moekit/mlp/moe_bottleneck_mlp.hpp>
@@ -53,6 +52,7 @@
 #include <moekit/optim.hpp>
 
 #include "common/backend_choice.hpp"
+#include "common/flags.hpp"
 #include "common/passive_openmp.hpp"
 
 #ifdef MOEKIT_WITH_MPI
@@ -73,6 +73,7 @@ struct options {
   int epochs = 2, batch = 256, threads = 2, seed = 0, train_subset = 0, eval_batch = 1000;
   double lr = 1e-3, weight_decay = 0.05, warmup = 0.5, label_smoothing = 0.1, min_accuracy = 0;
   int ranks = 0;
+  int log_every = 0;  // --log-every: print the mean training loss of every this many steps
 #ifdef MOEKIT_WITH_MPI
   const dist::communicator* comm = nullptr;  // --ranks: the processes of this run
 #endif
@@ -188,7 +189,7 @@ void train(const options& o, M& model, result& r, const dataset& train_set, cons
   for (int epoch = 0; epoch < o.epochs; ++epoch) {
     rng g(static_cast<std::uint64_t>(o.seed), static_cast<std::uint64_t>(epoch + 1) << 40);
     const data::batcher batches(data::shuffled_indices(n, g), batch);
-    running_loss<B> loss_sum;
+    running_loss<B> loss_sum, window;  // the epoch's loss; the steps since the last --log-every line
     for (std::size_t b = 0; b < batches.size(); ++b) {
       auto idx = batches[b];
       if (o.processes() > 1) {  // this rank's share of the batch
@@ -207,6 +208,16 @@ void train(const options& o, M& model, result& r, const dataset& train_set, cons
 #endif
       opt.step();
       loss_sum.add(loss.value(), idx.size());
+      if (o.log_every > 0) {
+        window.add(loss.value(), idx.size());
+        if (opt.steps() % static_cast<std::size_t>(o.log_every) == 0) {
+          window.collect();
+          if (o.rank() == 0)
+            std::printf("{\"curve\": \"%s\", \"seed\": %d, \"epoch\": %d, \"step\": %zu, \"train_loss\": %.5f}\n",
+                        r.name.c_str(), o.seed, epoch + 1, opt.steps(), window.mean());
+          window = running_loss<B>{};
+        }
+      }
       const double elapsed = seconds_since(t0);
       if (o.rank() == 0 && (elapsed - last_report >= 1.0 || b + 1 == batches.size())) {
         loss_sum.collect();
@@ -332,15 +343,18 @@ int main(int argc, char** argv) try {
   cli.add("train-subset", o.train_subset, "train on the first N training images only (0: all 60000)");
   cli.add("eval-batch", o.eval_batch, "images per evaluation batch");
   cli.add("min-accuracy", o.min_accuracy, "exit 1 when any model's test accuracy is below this fraction");
+  cli.add("log-every", o.log_every,
+          "print a JSON line {curve, seed, epoch, step, train_loss} every N optimizer steps: the mean training loss "
+          "of those N steps (0: off)");
   cli.add("ranks", o.ranks,
           "data + expert parallel over this many processes, launched as `mpirun -np N moe_compare --ranks N`: each "
           "takes 1/N of every batch and experts/N experts per MoE layer (0: one process; needs MPI; cpu and "
           "emulated backends)");
   if (!cli.parse(argc, argv)) return 0;
   if (o.epochs < 1 || o.batch < 1 || o.threads < 1 || o.eval_batch < 1 || o.train_subset < 0 || o.experts < 1 ||
-      o.granularity < 1 || o.shared < 0 || o.warmup < 0)
-    throw value_error("moe_compare: --epochs, --batch, --threads, --eval-batch, --experts, --granularity must be >= 1; "
-                      "--train-subset, --shared, --warmup >= 0");
+      o.granularity < 1 || o.shared < 0 || o.warmup < 0 || o.log_every < 0)
+    throw value_error("--epochs, --batch, --threads, --eval-batch, --experts, --granularity must be >= 1; "
+                      "--train-subset, --shared, --warmup, --log-every >= 0");
   examples::check_backend("moe_compare", o.backend);
   set_num_threads(o.threads);
 #ifdef MOEKIT_WITH_MPI
@@ -357,7 +371,7 @@ int main(int argc, char** argv) try {
                         std::to_string(o.ranks) + " ...`");
     o.comm = &*world;
     if (world->rank() != 0 && !std::freopen("/dev/null", "w", stdout))  // rank 0 prints the table
-      throw io_error("moe_compare: cannot silence stdout on rank " + std::to_string(world->rank()));
+      throw io_error("cannot silence stdout on rank " + std::to_string(world->rank()));
   }
 #else
   if (o.ranks > 0)

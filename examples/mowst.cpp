@@ -40,6 +40,7 @@
 #include <moekit/mowst/mowst.hpp>
 #include <moekit/mowst/training.hpp>
 
+#include "common/flags.hpp"
 #include "common/mowst_link.hpp"
 #include "common/passive_openmp.hpp"
 

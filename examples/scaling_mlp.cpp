@@ -42,7 +42,6 @@
 #include <moekit/data/batching.hpp>
 #include <moekit/data/normalize.hpp>
 #include <moekit/io/checkpoint.hpp>
-#include <moekit/io/flags.hpp>
 #include <moekit/io/idx.hpp>
 #include <moekit/mlp/bottleneck_mlp.hpp>
 #include <moekit/mlp/mlp_mixer.hpp>
@@ -50,6 +49,8 @@
 #include <moekit/optim.hpp>
 
 #include "common/backend_choice.hpp"
+#include "common/flags.hpp"
+#include "common/output_path.hpp"
 #include "common/passive_openmp.hpp"
 
 using namespace moekit;
@@ -374,7 +375,7 @@ int run(const options& o, const dataset& train_set, const dataset& test_set) {
                               .token_mlp = static_cast<std::size_t>(o.token_mlp),
                               .channel_mlp = static_cast<std::size_t>(o.channel_mlp), .classes = classes};
     if (o.patch < 1 || o.hidden < 1 || o.blocks < 1 || o.token_mlp < 0 || o.channel_mlp < 0)
-      throw value_error("scaling_mlp: --patch, --hidden, --blocks must be >= 1");
+      throw value_error("--patch, --hidden, --blocks must be >= 1");
     mlp::mlp_mixer<float, B> model(g, c);
     const std::string name = "Mixer-P_" + std::to_string(o.patch) + "-H_" + std::to_string(o.hidden) + "-B_" +
                              std::to_string(o.blocks);
@@ -429,11 +430,12 @@ int main(int argc, char** argv) try {
   cli.add("stop-after", o.stop_after, "stop after this epoch as if interrupted (0: run all --epochs); with --save, for --resume");
   cli.add("min-accuracy", o.min_accuracy, "exit 1 when the final test accuracy is below this fraction");
   if (!cli.parse(argc, argv)) return 0;
+  examples::require_writable_parent("--save", o.save);  // before any training
   if (o.epochs < 1 || o.batch < 1 || o.threads < 1 || o.eval_batch < 1 || o.train_subset < 0 || o.holdout < 0 ||
       o.crop_padding < 0)
-    throw value_error("scaling_mlp: --epochs, --batch, --threads, --eval-batch must be >= 1; --train-subset, "
+    throw value_error("--epochs, --batch, --threads, --eval-batch must be >= 1; --train-subset, "
                       "--holdout, --crop-padding >= 0");
-  if (o.warmup < 0 || o.mixup < 0) throw value_error("scaling_mlp: --warmup and --mixup must be >= 0");
+  if (o.warmup < 0 || o.mixup < 0) throw value_error("--warmup and --mixup must be >= 0");
   examples::check_backend("scaling_mlp", o.backend);
   const auto [lr, wd] = default_lr_decay(o.optimizer);
   if (o.lr == 0) o.lr = lr;

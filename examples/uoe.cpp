@@ -59,7 +59,6 @@
 #include <vector>
 
 #include <moekit.hpp>
-#include <moekit/io/flags.hpp>
 #include <moekit/io/idx.hpp>
 #include <moekit/io/text.hpp>
 #include <moekit/moe.hpp>
@@ -68,6 +67,8 @@
 
 #include "common/char_model.hpp"
 #include "common/char_training.hpp"
+#include "common/flags.hpp"
+#include "common/output_path.hpp"
 #include "common/passive_openmp.hpp"
 #include "common/patch_classifier.hpp"
 
@@ -500,6 +501,7 @@ int main(int argc, char** argv) try {
   cli.add("max-loss", o.max_loss, "exit 1 when a text run's validation loss is above this (0: no check)");
   cli.add("min-accuracy", o.min_accuracy, "exit 1 when a fashion run's test accuracy is below this (0: no check)");
   if (!cli.parse(argc, argv)) return 0;
+  examples::require_writable_parent("--csv", o.csv);  // before any training
   if (o.d_model < 1 || o.layers < 1 || o.heads < 1 || o.seq < 1 || o.batch < 1 || o.steps < 1 || o.seeds < 1 ||
       o.threads < 1 || o.experts < 1 || o.granularity < 1 || o.uoe_experts < 1 || o.uoe_top_k < 1 || o.attn_top_k < 1 ||
       o.fashion_steps < 1 || o.fashion_batch < 1 || o.patch < 1 || o.eval_images < 1 || o.shared < 0 || o.uoe_ff < 0 ||

@@ -79,7 +79,6 @@
 #include "moekit/data/augment.hpp"
 #include "moekit/data/batching.hpp"
 #include "moekit/data/normalize.hpp"
-#include "moekit/io/flags.hpp"
 #include "moekit/io/checkpoint.hpp"
 #include "moekit/io/idx.hpp"
 #include "moekit/io/optimizer_state.hpp"

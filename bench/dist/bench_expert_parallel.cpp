@@ -53,11 +53,11 @@
 #include <moekit/dist/communicator.hpp>
 #include <moekit/dist/exchange.hpp>
 #include <moekit/dist/expert_parallel.hpp>
-#include <moekit/io/flags.hpp>
 #include <moekit/moe.hpp>
 
 #include "../bench_device.hpp"
 #include "../bench_util.hpp"
+#include "common/flags.hpp"
 
 namespace {
 
@@ -627,10 +627,10 @@ int main(int argc, char** argv) {
     }
     if (o.reps < 1 || o.warmup < 0 || o.threads < 1 || o.sweep_reps < 1 || o.sweep_min < 1 ||
         o.sweep_max < o.sweep_min || o.tokens < 1 || o.k < 1 || o.k > o.experts)
-      throw moekit::value_error("bench_expert_parallel: need --reps, --sweep-reps, --threads, --tokens >= 1, "
+      throw moekit::value_error("need --reps, --sweep-reps, --threads, --tokens >= 1, "
                                 "--warmup >= 0, 1 <= --sweep-min <= --sweep-max, 1 <= --k <= --experts");
     if (o.experts % comm.ranks() != 0)
-      throw moekit::value_error("bench_expert_parallel: --experts " + std::to_string(o.experts) +
+      throw moekit::value_error("--experts " + std::to_string(o.experts) +
                                 " does not divide over " + std::to_string(comm.size()) + " ranks");
     moekit::set_num_threads(o.threads);
     if (comm.rank() == 0 && o.table)
@@ -639,7 +639,7 @@ int main(int argc, char** argv) {
     run(o, comm);
     return 0;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "%s\n", e.what());
+    std::fprintf(stderr, "bench_expert_parallel: %s\n", e.what());
     MPI_Abort(MPI_COMM_WORLD, 2);  // a rank that left would leave its peers waiting in a collective
     return 2;
   }

@@ -37,7 +37,8 @@ def parse_args():
 ARGS = parse_args()
 os.environ["OMP_NUM_THREADS"] = str(ARGS.threads)
 os.environ["OPENBLAS_NUM_THREADS"] = str(ARGS.blas_threads or ARGS.threads)
-os.environ.pop("OPENBLAS_CORETYPE", None)
+# OPENBLAS_CORETYPE is kept: bench_moe_layer inherits it too, and both sides must run the
+# same kernel (PERFORMANCE.md: on CPUs OpenBLAS 0.3.21 does not know, SkylakeX, not Prescott).
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
