@@ -1,12 +1,16 @@
 # run.cmake — ctest consumer.<mode>: build and run tests/consumer/project.
 #
-#   cmake -DMODE=find_package|add_subdirectory|fetchcontent
+#   cmake -DMODE=find_package|add_subdirectory|fetchcontent|pkg_config
 #         -DMOEKIT_SOURCE_DIR=<moekit source> -DMOEKIT_BINARY_DIR=<moekit build>
 #         -DWORK_DIR=<scratch dir> [-DGENERATOR=<gen>] [-DMAKE_PROGRAM=<path>]
 #         [-DCXX_COMPILER=<path>] [-DCONFIG=<config>] -P run.cmake
 #
 # find_package: installs the moekit build tree to WORK_DIR/prefix first, then
 # configures the consumer with CMAKE_PREFIX_PATH=WORK_DIR/prefix.
+# pkg_config: installs likewise, then compiles project/main.cpp with no CMake
+# at all: <CXX_COMPILER> main.cpp $(pkg-config --cflags --libs moekit), with
+# PKG_CONFIG_PATH=WORK_DIR/prefix/share/pkgconfig; prints a skip line without
+# pkg-config.
 
 foreach(var MODE MOEKIT_SOURCE_DIR MOEKIT_BINARY_DIR WORK_DIR)
   if(NOT DEFINED ${var} OR "${${var}}" STREQUAL "")
@@ -45,6 +49,11 @@ function(step what)
     message(FATAL_ERROR "consumer.${MODE}: ${what} failed (${result})")
   endif()
 endfunction()
+
+if(MODE STREQUAL "pkg_config")
+  include("${CMAKE_CURRENT_LIST_DIR}/pkg_config.cmake")
+  return()
+endif()
 
 set(configure_args
   -S "${project_dir}" -B "${build}" -G "${GENERATOR}"
