@@ -4,15 +4,18 @@ per task (below it, the same zoomed on the last third of training), one
 line per variant (mean over seeds, a band of +- one sample standard
 deviation), validation loss against training step; MoEs dashed.
 
-    python3 scripts/plot_coe.py text.csv chain.csv -o docs/coe_curves.png
+    python3 scripts/plot_coe.py text.csv chain.csv -o docs/img/coe_curves.png
 
 Needs python3-matplotlib (scripts/setup installs it).
 """
 import argparse
 import csv
+import os
 import statistics
 import sys
 from collections import defaultdict
+
+DEFAULT_OUTPUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "img", "coe_curves.png")
 
 
 def read_curves(paths):
@@ -33,7 +36,7 @@ def mean_std(xs):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("csv", nargs="+", help="curves written by build/bin/coe --csv")
-    p.add_argument("-o", "--output", default="coe_curves.png", help="PNG to write")
+    p.add_argument("-o", "--output", default=DEFAULT_OUTPUT, help="PNG to write (default: docs/img/coe_curves.png)")
     p.add_argument("--skip-steps", type=int, default=100, help="leave out the first steps (the loss falls too fast to see)")
     p.add_argument("--zoom", type=float, default=1 / 3, help="the lower panels show this last fraction of training")
     a = p.parse_args()

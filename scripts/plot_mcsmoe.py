@@ -9,15 +9,18 @@ better). A file may carry a title after a colon: runs.csv:"top-2".
 
     python3 scripts/plot_mcsmoe.py docs/results/mcsmoe/fashion_runs.csv:top-1 \\
         docs/results/mcsmoe/fashion_k2_runs.csv:top-2 docs/results/mcsmoe/text_runs.csv:top-1 \\
-        -o docs/mcsmoe_results.png
+        -o docs/img/mcsmoe_results.png
 
 Needs python3-matplotlib; exits 77 (skipped) without it.
 """
 import argparse
 import csv
+import os
 import statistics
 import sys
 from collections import OrderedDict
+
+DEFAULT_OUTPUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "img", "mcsmoe_results.png")
 
 STYLE = {  # stage -> (marker, colour)
     "full": ("s", "black"),
@@ -54,7 +57,7 @@ def mean_std(xs):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("csv", nargs="+", help="per-run CSVs of build/bin/mcsmoe --csv, each optionally FILE:TITLE")
-    p.add_argument("-o", "--output", default="mcsmoe_results.png", help="PNG to write")
+    p.add_argument("-o", "--output", default=DEFAULT_OUTPUT, help="PNG to write (default: docs/img/mcsmoe_results.png)")
     args = p.parse_args()
     try:
         import matplotlib

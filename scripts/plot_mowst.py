@@ -5,15 +5,18 @@ graph's measured edge homophily for the MLP alone, the GCN alone, Mowst-GCN and
 Mowst*-GCN (every seed a dot, the mean a line), and, below, the share of test
 nodes Mowst sends to the GCN.
 
-    python3 scripts/plot_mowst.py docs/results/mowst/homophily.jsonl -o docs/mowst_homophily.png
+    python3 scripts/plot_mowst.py docs/results/mowst/homophily.jsonl -o docs/img/mowst_homophily.png
 
 Needs python3-matplotlib; exits 77 (skipped) without it.
 """
 import argparse
 import json
+import os
 import statistics
 import sys
 from collections import OrderedDict
+
+DEFAULT_OUTPUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "img", "mowst_homophily.png")
 
 LABELS = OrderedDict([("mlp", "MLP"), ("gcn", "GCN"), ("mowst", "Mowst-GCN"), ("mowst-star", "Mowst*-GCN")])
 COLORS = {"mlp": "tab:blue", "gcn": "tab:green", "mowst": "tab:orange", "mowst-star": "tab:red"}
@@ -37,7 +40,7 @@ def read(path):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("jsonl", help="docs/results/mowst/homophily.jsonl")
-    p.add_argument("-o", "--output", default="mowst_homophily.png", help="PNG to write")
+    p.add_argument("-o", "--output", default=DEFAULT_OUTPUT, help="PNG to write (default: docs/img/mowst_homophily.png)")
     args = p.parse_args()
     try:
         import matplotlib

@@ -7,15 +7,18 @@ the variant's forward FLOPs per token relative to dense. UoE variants are
 orange; text variants that are not causal have an open marker and a "*".
 
     python3 scripts/plot_uoe.py docs/results/uoe/text_runs.csv docs/results/uoe/fashion_runs.csv \\
-        -o docs/uoe_results.png
+        -o docs/img/uoe_results.png
 
 Needs python3-matplotlib; exits 77 (skipped) without it.
 """
 import argparse
 import csv
+import os
 import statistics
 import sys
 from collections import OrderedDict
+
+DEFAULT_OUTPUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "img", "uoe_results.png")
 
 
 def read_runs(paths):
@@ -39,7 +42,7 @@ def mean_std(xs):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("csv", nargs="+", help="per-run rows written by build/bin/uoe --csv")
-    p.add_argument("-o", "--output", default="uoe_results.png", help="PNG to write")
+    p.add_argument("-o", "--output", default=DEFAULT_OUTPUT, help="PNG to write (default: docs/img/uoe_results.png)")
     args = p.parse_args()
     try:
         import matplotlib
