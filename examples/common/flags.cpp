@@ -4,8 +4,11 @@
 
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
+#include <iterator>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 namespace moekit {
 
@@ -19,6 +22,27 @@ flags::~flags() = default;
 
 void flags::add_bool(const std::string& name, bool& target, const std::string& help) {
   app_->add_flag("--" + name + ",!--no-" + name, target, help);
+  booleans_.push_back(name);
+}
+
+/// `--name=text` / `--no-name=text` of a boolean flag: text must be one of
+/// true/false, yes/no, on/off, 1/0. Checked here, naming the flag, because
+/// CLI11 reads other text with std::stoll (a long number escaped it as
+/// std::out_of_range: found by fuzz_flags with --no-verbose=99999999999999999999).
+void flags::check_boolean_values(const std::vector<std::string>& args) const {
+  static constexpr std::string_view words[] = {"true", "false", "yes", "no", "on", "off", "1", "0"};
+  for (const std::string& arg : args) {
+    const std::size_t eq = arg.find('=');
+    if (!arg.starts_with("--") || eq == std::string::npos) continue;
+    const std::string name = arg.substr(2, eq - 2);
+    const std::string base = name.starts_with("no-") ? name.substr(3) : name;
+    if (std::find(booleans_.begin(), booleans_.end(), name) == booleans_.end() &&
+        std::find(booleans_.begin(), booleans_.end(), base) == booleans_.end())
+      continue;
+    const std::string_view text = std::string_view(arg).substr(eq + 1);
+    if (std::find(std::begin(words), std::end(words), text) == std::end(words))
+      throw value_error("--" + name + ": expected true or false (yes/no, on/off, 1/0), got '" + std::string(text) + "'");
+  }
 }
 
 void flags::add_value(const std::string& name, const std::string& help,
@@ -28,6 +52,7 @@ void flags::add_value(const std::string& name, const std::string& help,
 }
 
 bool flags::parse(std::vector<std::string> args, std::ostream& help_out) {
+  check_boolean_values(args);
   std::reverse(args.begin(), args.end());  // CLI11 takes them last first
   try {
     app_->parse(args);
@@ -36,8 +61,8 @@ bool flags::parse(std::vector<std::string> args, std::ostream& help_out) {
     return false;
   } catch (const CLI::Error& e) {
     throw value_error(e.what());
-  } catch (const std::logic_error& e) {  // CLI11 lets std::stoll's out_of_range escape (fuzz_flags: --no-verbose=99999999999999999999)
-    throw value_error(std::string("a flag's value is out of range (") + e.what() + ")");
+  } catch (const std::logic_error& e) {  // a CLI11 conversion's std:: exception: none known since check_boolean_values
+    throw value_error(std::string("a flag's value cannot be read (") + e.what() + ")");
   }
   for (const auto& v : values_)
     if (v.option->count() > 0) v.assign(v.option->results().back());

@@ -109,12 +109,15 @@ class flags {
   void add_value(const std::string& name, const std::string& help, std::function<void(const std::string&)> assign);
   void check_remaining() const;
 
+  void check_boolean_values(const std::vector<std::string>& args) const;
+
   struct value_flag {
     CLI::Option* option;
     std::function<void(const std::string&)> assign;
   };
   std::unique_ptr<CLI::App> app_;
   std::vector<value_flag> values_;
+  std::vector<std::string> booleans_;  // names of the boolean flags (without "--")
 };
 
 }  // namespace moekit

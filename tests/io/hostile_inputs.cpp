@@ -244,6 +244,12 @@ TEST_CASE("hostile: non-finite graph features are io_errors naming file and line
                       "value 1e39 is out of float's range");
 }
 
+TEST_CASE("hostile: a graph feature entry given twice is an io_error naming the line", "[hostile]") {
+  require_graph_error("features.txt", "5 3 3\n0 0 1\n4 2 0.5\n0 0 2\n", "features.txt:4",
+                      "node 0, feature 0 is given twice");
+  require_graph_error("features.txt", "5 3 2\n4 2 0.5\n4 2 0.5\n", "features.txt:3", "given twice");
+}
+
 TEST_CASE("hostile: IDX headers that declare more than the file holds fail before reading", "[hostile]") {
   temp_dir dir("hostile");
   // Plain: 60000 x 28 x 28 declared, 10 bytes present.

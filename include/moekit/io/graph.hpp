@@ -218,11 +218,15 @@ inline tensor<float, shape<dyn, dyn>> read_graph_features(const std::filesystem:
            std::to_string(m.nodes) + " nodes x " + std::to_string(m.features) + " features");
   check_features_claim(f, m, nnz);
   auto x = zeros<float>(shape<dyn, dyn>{m.nodes, m.features});  // (N, D)
+  std::vector<bool> seen(m.nodes * m.features);                   // N x D bits: an entry given twice is an error
   for (long long k = 0; k < nnz; ++k) {
     if (!f.next(row, 3, "node feature value"))
       f.fail_file("ends after " + std::to_string(k) + " of the " + std::to_string(nnz) + " entries the header announces");
     const index_t i = f.in_range(row[0], 0, m.nodes, "node");
     const index_t j = f.in_range(row[1], 0, m.features, "feature");
+    const std::size_t cell = static_cast<std::size_t>(i) * m.features + static_cast<std::size_t>(j);
+    if (seen[cell]) f.fail("node " + std::to_string(i) + ", feature " + std::to_string(j) + " is given twice");
+    seen[cell] = true;
     x(i, j) = f.number(row[2], "value");
   }
   if (f.next(row) && !row.empty()) f.fail("more than the " + std::to_string(nnz) + " entries the header announces");
