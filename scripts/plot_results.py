@@ -255,8 +255,8 @@ def moe_speed(results, plt):
     loads = [float(r["loadavg"].split()[0]) for r in read_jsonl(os.path.join(d, "moekit.jsonl")) if "loadavg" in r]
     fig.suptitle("One MoE layer (d_model 256, d_ff 512, top-2, GELU experts, fp32), 1 thread, thread CPU time\n"
                  f"median of {repeats} alternating runs (bars: their range); {cpu[0]}, OpenBLAS {kernel} kernel;\n"
-                 f"machine shared with other jobs (load average {min(loads):.1f}–{max(loads):.1f} on "
-                 f"{machine.get('cpus', '?')} CPUs)", fontsize=10)
+                 f"{'no other jobs' if max(loads) < 1.5 else 'machine shared with other jobs'} "
+                 f"(load average {min(loads):.1f}–{max(loads):.1f} on {machine.get('cpus', '?')} CPUs)", fontsize=10)
     fig.tight_layout()
     return fig
 
