@@ -44,12 +44,8 @@ endmacro()
 set(configure_args -S "${MOEKIT_SOURCE_DIR}" -B "${build}" -G "${GENERATOR}"
   -DCMAKE_BUILD_TYPE=Release -DMOEKIT_BUILD_TESTS=OFF -DMOEKIT_BUILD_EXAMPLES=OFF
   -DMOEKIT_BUILD_BENCHMARKS=OFF -DMOEKIT_CUDA=OFF -DMOEKIT_MPI=OFF)
-if(DEFINED MAKE_PROGRAM AND NOT MAKE_PROGRAM STREQUAL "")
-  list(APPEND configure_args "-DCMAKE_MAKE_PROGRAM=${MAKE_PROGRAM}")
-endif()
-if(DEFINED CXX_COMPILER AND NOT CXX_COMPILER STREQUAL "")
-  list(APPEND configure_args "-DCMAKE_CXX_COMPILER=${CXX_COMPILER}")
-endif()
+include("${CMAKE_CURRENT_LIST_DIR}/toolchain_args.cmake")
+consumer_toolchain_args(configure_args)
 run(configure "${CMAKE_COMMAND}" ${configure_args})
 run(cpack "${cpack}" -G DEB --config "${build}/CPackConfig.cmake" -B "${out}")
 
@@ -63,17 +59,20 @@ if(NOT deb_name MATCHES "^moekit-dev_[0-9]+\\.[0-9]+\\.[0-9]+_all\\.deb$")
   message(FATAL_ERROR "package.deb: unexpected file name ${deb_name}")
 endif()
 
-# The file list: headers, the CMake package, moekit.pc.
+# The file list: headers, the CMake package, moekit.pc, under the package's
+# install prefix (CPACK_PACKAGING_INSTALL_PREFIX of the configuration cpack read).
+include("${build}/CPackConfig.cmake")
+set(root ".${CPACK_PACKAGING_INSTALL_PREFIX}")
 run(list "${dpkg_deb}" -c "${debs}")
 foreach(file IN ITEMS
-    ./usr/include/moekit.hpp
-    ./usr/include/moekit/io/atomic_file.hpp
-    ./usr/share/cmake/moekit/moekitConfig.cmake
-    ./usr/share/cmake/moekit/moekitConfigVersion.cmake
-    ./usr/share/cmake/moekit/moekitTargets.cmake
-    ./usr/share/cmake/moekit/moekit_dependencies.cmake
-    ./usr/share/pkgconfig/moekit.pc)
-  string(FIND "${list_output}" " ${file}\n" at)
+    include/moekit.hpp
+    include/moekit/io/atomic_file.hpp
+    share/cmake/moekit/moekitConfig.cmake
+    share/cmake/moekit/moekitConfigVersion.cmake
+    share/cmake/moekit/moekitTargets.cmake
+    share/cmake/moekit/moekit_dependencies.cmake
+    share/pkgconfig/moekit.pc)
+  string(FIND "${list_output}" " ${root}/${file}\n" at)
   if(at EQUAL -1)
     message(FATAL_ERROR "package.deb: ${deb_name} lacks ${file}; it holds:\n${list_output}")
   endif()
@@ -92,7 +91,7 @@ endforeach()
 find_program(pkg_config NAMES pkg-config pkgconf NO_CACHE)
 if(pkg_config)
   run(extract "${dpkg_deb}" -x "${debs}" "${WORK_DIR}/root")
-  set(ENV{PKG_CONFIG_PATH} "${WORK_DIR}/root/usr/share/pkgconfig")
+  set(ENV{PKG_CONFIG_PATH} "${WORK_DIR}/root${CPACK_PACKAGING_INSTALL_PREFIX}/share/pkgconfig")
   run(includedir "${pkg_config}" --variable=includedir moekit)
   string(STRIP "${includedir_output}" includedir)
   file(REAL_PATH "${includedir}" includedir)

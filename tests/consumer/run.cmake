@@ -59,12 +59,8 @@ set(configure_args
   -S "${project_dir}" -B "${build}" -G "${GENERATOR}"
   "-DCMAKE_BUILD_TYPE=${CONFIG}"
   "-DMOEKIT_CONSUMER_MODE=${MODE}")
-if(DEFINED MAKE_PROGRAM AND NOT MAKE_PROGRAM STREQUAL "")
-  list(APPEND configure_args "-DCMAKE_MAKE_PROGRAM=${MAKE_PROGRAM}")
-endif()
-if(DEFINED CXX_COMPILER AND NOT CXX_COMPILER STREQUAL "")
-  list(APPEND configure_args "-DCMAKE_CXX_COMPILER=${CXX_COMPILER}")
-endif()
+include("${CMAKE_CURRENT_LIST_DIR}/toolchain_args.cmake")
+consumer_toolchain_args(configure_args)
 
 if(MODE STREQUAL "find_package")
   step("install moekit to ${prefix}" QUIET
