@@ -285,6 +285,7 @@ void run(const options& o) {
 }  // namespace
 
 int main(int argc, char** argv) try {
+  bench::relaunch(argv);
   options o;
   moekit::flags cli("bench_coe_layer",
                     "Chain-of-Experts layer (coe::layer, the reference's configuration) forward and forward+backward\n"
@@ -306,6 +307,7 @@ int main(int argc, char** argv) try {
   cli.add("dump", o.dump, "directory for <config>.safetensors (input, weights, output, gradients, routing)");
   cli.add("time", o.time, "time the rows (--no-time: only --dump)");
   if (!cli.parse(argc, argv)) return 0;
+  bench::print_blas_line();
   if (o.clock != "wall" && o.clock != "cpu")
     throw moekit::value_error("--clock must be wall or cpu, got " + o.clock);
   if (o.reps < 1 || o.warmup < 0 || o.threads < 1)

@@ -243,6 +243,7 @@ const std::vector<stage>& stages() {
 }  // namespace
 
 int main(int argc, char** argv) try {
+  bench::relaunch(argv);
   options o;
   moekit::flags cli("bench_merge",
                     "The MC-SMoE pipeline (moekit/merge) stage by stage: the linear sum assignment at the reference's\n"
@@ -259,6 +260,7 @@ int main(int argc, char** argv) try {
   cli.add("repeats", o.repeats, "timed repetitions (median reported)");
   cli.add("seed", o.seed, "random costs and banks");
   if (!cli.parse(argc, argv)) return 0;
+  bench::print_blas_line();
   if (o.repeats < 1 || o.warmup < 0 || o.threads < 1 || o.tokens < 1 || o.rank < 1)
     throw moekit::value_error("need --repeats >= 1, --warmup >= 0, --threads, --tokens, --rank >= 1");
   const auto chosen = parse<std::string>(o.stages, [](const std::string& s) { return s; }, "--stages");

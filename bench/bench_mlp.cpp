@@ -172,6 +172,7 @@ int run(const options& o) {
 }  // namespace
 
 int main(int argc, char** argv) try {
+  bench::relaunch(argv);
   options o;
   flags cli("bench_mlp", "Training images/s of a bottleneck MLP (AdamW, cross entropy) against the step's GEMMs as direct sgemm calls.");
   cli.add("model", o.model, "B_<blocks>-Wi_<width> on 784 inputs, 10 classes");
@@ -183,6 +184,7 @@ int main(int argc, char** argv) try {
   cli.add("seed", o.seed, "random seed");
   cli.add("split", o.split, "also time forward, backward and optimizer step separately");
   if (!cli.parse(argc, argv)) return 0;
+  bench::print_blas_line();
   if (o.batch < 1 || o.threads < 1 || o.warmup < 0 || o.reps < 1) throw value_error("bad --batch/--threads/--warmup/--reps");
   set_num_threads(o.threads);
   if (o.backend == "cpu") return run<cpu>(o);

@@ -553,6 +553,7 @@ std::vector<config> choose(const options& o) {
 }  // namespace
 
 int main(int argc, char** argv) try {
+  bench::relaunch(argv);
   options o;
   moekit::flags cli("bench_moe_layer",
                     "moe::layer forward and forward+backward on the configurations of PERFORMANCE.md (C-* on the CPU,\n"
@@ -574,6 +575,7 @@ int main(int argc, char** argv) try {
   cli.add("tokens", o.tokens, "tokens per batch instead of the configuration's (0: the configuration's)");
   cli.add("experts", o.experts, "experts instead of the configuration's (0: the configuration's)");
   if (!cli.parse(argc, argv)) return 0;
+  bench::print_blas_line();
   if (o.clock != "wall" && o.clock != "cpu")
     throw moekit::value_error("--clock must be wall or cpu, got " + o.clock);
   if (o.clock != "wall" && o.backend != "cpu")

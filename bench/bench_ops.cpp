@@ -101,6 +101,7 @@ void bench_tape(const options& o) {
 }  // namespace
 
 int main(int argc, char** argv) try {
+  bench::relaunch(argv);
   options o;
   moekit::flags cli("bench_ops", "GEMM vs cblas_sgemm, element-wise add vs memcpy, tape-op overhead.\n"
                                  "JSON lines on stdout; a table on stderr.");
@@ -109,6 +110,7 @@ int main(int argc, char** argv) try {
   cli.add("reps", o.reps, "timed repetitions (median reported)");
   cli.add("quick", o.quick, "fewer repetitions of the 2048^3 GEMM");
   if (!cli.parse(argc, argv)) return 0;
+  bench::print_blas_line();
   moekit::set_num_threads(o.threads);
   std::fprintf(stderr, "bench_ops: %d thread(s), %d warm-up, %d timed repetitions\n", o.threads, o.warmup, o.reps);
   for (std::size_t n : {256u, 1024u, 2048u}) bench_gemm(o, n);

@@ -136,6 +136,7 @@ void bench_gcn_epoch(const options& o, const graph::dataset& cora, const graph::
 }  // namespace
 
 int main(int argc, char** argv) try {
+  bench::relaunch(argv);
   options o;
   moekit::flags cli("bench_spmm", "SpMM forward+backward (Cora, a >= 1 M-edge CSBM graph) and a GCN epoch on Cora.\n"
                                   "JSON lines on stdout; a table on stderr. Compare with bench/python/spmm_torch.py.");
@@ -149,6 +150,7 @@ int main(int argc, char** argv) try {
   cli.add("skip-cora", o.skip_cora, "only the synthetic graph");
   cli.add("dump", o.dump, "folder to write inputs and outputs to, for spmm_torch.py");
   if (!cli.parse(argc, argv)) return 0;
+  bench::print_blas_line();
   moekit::set_num_threads(o.threads);
   if (!o.dump.empty()) fs::create_directories(o.dump);
   std::fprintf(stderr, "bench_spmm: %d thread(s), %d warm-up, %d timed repetitions\n", o.threads, o.warmup, o.reps);

@@ -429,6 +429,7 @@ void run(const options& o) {
 }  // namespace
 
 int main(int argc, char** argv) try {
+  bench::relaunch(argv);
   options o;
   moekit::flags cli("bench_uoe",
                     "Union-of-Experts block (uoe::block: SMHA + UoME, pre-norm) forward and forward+backward at\n"
@@ -453,6 +454,7 @@ int main(int argc, char** argv) try {
   cli.add("time", o.time, "time the rows (--no-time: only the check and --dump)");
   cli.add("parts", o.parts, "also time each row's attention, FFN and selection alone");
   if (!cli.parse(argc, argv)) return 0;
+  bench::print_blas_line();
   if (o.reps < 1 || o.warmup < 0 || o.threads < 1)
     throw moekit::value_error("need --reps >= 1, --warmup >= 0, --threads >= 1");
   moekit::set_num_threads(o.threads);

@@ -1,9 +1,9 @@
 // bench/bench_util.hpp — the measurement protocol of PERFORMANCE.md shared by
 // every bench executable: warm-ups, interleaved timed repetitions, median and
-// spread, one JSON object per line on stdout, a human table on stderr.
+// spread, one JSON object per line on stdout (each naming the BLAS kernel it
+// ran on), a human table on stderr.
 #pragma once
 
-#include <dlfcn.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,7 +25,22 @@
 #include <immintrin.h>
 #endif
 
+#include <moekit/backend/cpu/blas_info.hpp>
+
+#include "common/runtime_settings.hpp"
+
 namespace bench {
+
+/// First thing in every bench's main: starts the program again with the
+/// better OpenBLAS kernel where OpenBLAS picked a slower one and the user did
+/// not set OPENBLAS_CORETYPE (examples/common/runtime_settings.hpp).
+/// OMP_WAIT_POLICY is left as it is: the benches record it.
+inline void relaunch(char** argv) {
+  moekit::examples::relaunch_with_runtime_settings(argv, moekit::examples::openmp_wait::as_set);
+}
+
+/// The "blas: ..." line (library, kernel, who chose it, CPU) on stderr.
+inline void print_blas_line() { moekit::examples::print_blas_line(stderr); }
 
 struct stats {
   double median_ms = 0, p10_ms = 0, p90_ms = 0;
@@ -83,6 +98,8 @@ inline std::vector<stats> interleaved(const std::vector<std::function<void()>>& 
 }
 
 /// One JSON object on one line: {"k": v, ...}. Values are numbers or strings.
+/// Every line ends with "blas_kernel": OpenBLAS's kernel name, unless the
+/// bench added that key itself.
 class json_line {
  public:
   json_line& add(const std::string& k, const std::string& v) {
@@ -102,8 +119,12 @@ class json_line {
   }
   std::string str() const {
     std::string s = "{";
-    for (std::size_t i = 0; i < items_.size(); ++i)
+    bool kernel = false;
+    for (std::size_t i = 0; i < items_.size(); ++i) {
       s += (i ? ", " : "") + quoted(items_[i].first) + ": " + items_[i].second;
+      kernel = kernel || items_[i].first == "blas_kernel";
+    }
+    if (!kernel) s += (items_.empty() ? "" : ", ") + quoted("blas_kernel") + ": " + quoted(moekit::blas_kernel_name());
     return s + "}";
   }
   void print() const { std::printf("%s\n", str().c_str()); std::fflush(stdout); }
@@ -208,9 +229,7 @@ inline machine_info describe_machine() {
     else if (key == "model") number = value;
   }
   m.cpu = model + " (family " + family + " model " + number + ")";
-  using fn_t = char* (*)();
-  auto corename = reinterpret_cast<fn_t>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
-  m.blas_core = corename ? corename() : "unknown (not OpenBLAS?)";
+  m.blas_core = moekit::blas_kernel_name();
   const char* wait = std::getenv("OMP_WAIT_POLICY");
   m.omp_wait_policy = wait ? wait : "(unset)";
   m.fma_peak_core = fma_peak_per_core();

@@ -11,6 +11,7 @@
 #include <moekit.hpp>
 
 #include "common/flags.hpp"
+#include "common/runtime_settings.hpp"
 
 using namespace moekit;
 
@@ -67,6 +68,7 @@ float evaluate(two_layer_net& model, const dataset& d) {
 }  // namespace
 
 int main(int argc, char** argv) try {
+  examples::relaunch_with_runtime_settings(argv);
   options o;
   flags cli("autograd_demo", "Fits a two-layer MLP to y = sin(3 x0) + x1^2 with moekit's tape autograd,\n"
                              "then checks the tape's gradients against finite differences.");
@@ -77,6 +79,7 @@ int main(int argc, char** argv) try {
   cli.add("seed", o.seed, "random seed");
   cli.add("threads", o.threads, "threads for moekit loops and BLAS");
   if (!cli.parse(argc, argv)) return 0;
+  examples::print_blas_line();
   if (o.steps < 1 || o.hidden < 1 || o.batch < 1) throw value_error("--steps, --hidden, --batch must be >= 1");
   set_num_threads(o.threads);
 

@@ -78,7 +78,7 @@
 #include "common/char_training.hpp"
 #include "common/flags.hpp"
 #include "common/output_path.hpp"
-#include "common/passive_openmp.hpp"
+#include "common/runtime_settings.hpp"
 
 #ifdef MOEKIT_WITH_MPI
 #include <moekit/dist/checkpoint.hpp>
@@ -359,7 +359,7 @@ model_result run_model(const options& o, const std::string& name, const io::text
 }  // namespace
 
 int main(int argc, char** argv) try {
-  examples::relaunch_with_passive_openmp(argv);
+  examples::relaunch_with_runtime_settings(argv);
   options o;
   flags cli("char_lm",
             "Trains a small decoder-only transformer (pre-norm, causal attention with RoPE) as a character-level\n"
@@ -479,6 +479,7 @@ int main(int argc, char** argv) try {
     throw value_error("--ranks: this char_lm was built without MPI (apt-get install libopenmpi-dev openmpi-bin, "
                       "then rebuild)");
 #endif
+  examples::print_blas_line();
 
   if (o.data.empty()) throw value_error("--data FILE is required (e.g. shared/data/tinyshakespeare/input.txt)");
   io::text_corpus text;

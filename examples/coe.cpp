@@ -51,7 +51,7 @@
 #include "common/char_training.hpp"
 #include "common/flags.hpp"
 #include "common/output_path.hpp"
-#include "common/passive_openmp.hpp"
+#include "common/runtime_settings.hpp"
 
 using namespace moekit;
 
@@ -133,7 +133,7 @@ struct variant_result {
 }  // namespace
 
 int main(int argc, char** argv) try {
-  examples::relaunch_with_passive_openmp(argv);
+  examples::relaunch_with_runtime_settings(argv);
   options o;
   flags cli("coe",
             "Chain-of-Experts against MoE at matched expert FLOPs (and 2 iterations against 2x and 3x the\n"
@@ -166,6 +166,7 @@ int main(int argc, char** argv) try {
   cli.add("csv", o.csv, "write the validation curves here (\"\": not at all)");
   cli.add("max-loss", o.max_loss, "exit 1 when any run's validation loss is above this (0: no check)");
   if (!cli.parse(argc, argv)) return 0;
+  examples::print_blas_line();
   examples::require_writable_parent("--csv", o.csv);  // before any training
   if (o.d_model < 1 || o.layers < 1 || o.heads < 1 || o.seq < 1 || o.batch < 1 || o.steps < 1 || o.seeds < 1 ||
       o.threads < 1 || o.experts < 1 || o.expert_ff < 1 || o.k < 2 || o.k % 2 || o.chain_steps < 1 ||

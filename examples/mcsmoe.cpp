@@ -69,7 +69,7 @@
 #include "common/char_training.hpp"
 #include "common/flags.hpp"
 #include "common/output_path.hpp"
-#include "common/passive_openmp.hpp"
+#include "common/runtime_settings.hpp"
 
 using namespace moekit;
 
@@ -722,7 +722,7 @@ int run_all(const options& o, Task& task, const std::vector<int>& group_counts, 
 }  // namespace
 
 int main(int argc, char** argv) try {
-  examples::relaunch_with_passive_openmp(argv);
+  examples::relaunch_with_runtime_settings(argv);
   options o;
   flags cli("mcsmoe",
             "Merge, Then Compress (MC-SMoE) on a Switch-style MoE: train, align, merge by routing statistics, recover\n"
@@ -765,6 +765,7 @@ int main(int argc, char** argv) try {
   cli.add("min-accuracy", o.min_accuracy, "fashion: exit 1 when a trained stage's accuracy is below this fraction");
   cli.add("max-loss", o.max_loss, "text: exit 1 when a trained stage's validation loss is above this (0: no bound)");
   if (!cli.parse(argc, argv)) return 0;
+  examples::print_blas_line();
   examples::require_writable_parent("--csv", o.csv);  // before any training
   if (o.experts < 2 || o.k < 1 || o.k > o.experts || o.seeds < 1 || o.steps < 0 || o.recover_steps < 0 ||
       o.compress_steps < 0 || o.batch < 0 || o.threads < 1 || o.train_subset < 0 || o.calibration < 0 || o.rank < 1 ||

@@ -53,7 +53,7 @@
 
 #include "common/backend_choice.hpp"
 #include "common/flags.hpp"
-#include "common/passive_openmp.hpp"
+#include "common/runtime_settings.hpp"
 
 #ifdef MOEKIT_WITH_MPI
 #include <moekit/dist/data_parallel.hpp>
@@ -319,7 +319,7 @@ result run_on_backend(const options& o, const std::string& name, const mlp::conf
 }  // namespace
 
 int main(int argc, char** argv) try {
-  examples::relaunch_with_passive_openmp(argv);
+  examples::relaunch_with_runtime_settings(argv);
   options o;
   flags cli("moe_compare",
             "Trains a dense bottleneck MLP and MoE versions of it (Switch, GShard, expert choice, DeepSeek-style)\n"
@@ -378,6 +378,7 @@ int main(int argc, char** argv) try {
     throw value_error("--ranks: this moe_compare was built without MPI (apt-get install libopenmpi-dev openmpi-bin, "
                       "then rebuild)");
 #endif
+  examples::print_blas_line();
   const auto c = mlp::parse_model_name(o.model, "--model").with_io(image_size, classes);
   const auto names = split_list(o.models);
   if (names.empty()) throw value_error("--models: empty list");

@@ -42,7 +42,7 @@
 
 #include "common/flags.hpp"
 #include "common/mowst_link.hpp"
-#include "common/passive_openmp.hpp"
+#include "common/runtime_settings.hpp"
 
 using namespace moekit;
 
@@ -398,7 +398,7 @@ int run_link(const options& o, const graph::dataset& d, double homophily) {
 }  // namespace
 
 int main(int argc, char** argv) try {
-  examples::relaunch_with_passive_openmp(argv);
+  examples::relaunch_with_runtime_settings(argv);
   options o;
   flags cli("mowst",
             "Trains Mowst / Mowst* (MLP + GNN mixed by a confidence gate) or one expert alone on a citation graph\n"
@@ -453,6 +453,7 @@ int main(int argc, char** argv) try {
   cli.add("threads", o.threads, "threads for moekit loops and BLAS");
   cli.add("min-accuracy", o.min_accuracy, "exit 1 when the mean test accuracy is below this fraction");
   if (!cli.parse(argc, argv)) return 0;
+  examples::print_blas_line();
 
   const std::vector<std::string> models{"mlp", "gcn", "sage", "gin", "gat", "mowst", "mowst-star"};
   const std::vector<std::string> gnns{"gcn", "sage", "gin", "gat"};

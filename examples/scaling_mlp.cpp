@@ -51,7 +51,7 @@
 #include "common/backend_choice.hpp"
 #include "common/flags.hpp"
 #include "common/output_path.hpp"
-#include "common/passive_openmp.hpp"
+#include "common/runtime_settings.hpp"
 
 using namespace moekit;
 
@@ -396,7 +396,7 @@ int run(const options& o, const dataset& train_set, const dataset& test_set) {
 }  // namespace
 
 int main(int argc, char** argv) try {
-  examples::relaunch_with_passive_openmp(argv);
+  examples::relaunch_with_runtime_settings(argv);
   options o;
   flags cli("scaling_mlp",
             "Trains a Scaling-MLPs model (B-MLP, S-MLP or MLP-Mixer) on Fashion-MNIST and reports test accuracy.\n"
@@ -430,6 +430,7 @@ int main(int argc, char** argv) try {
   cli.add("stop-after", o.stop_after, "stop after this epoch as if interrupted (0: run all --epochs); with --save, for --resume");
   cli.add("min-accuracy", o.min_accuracy, "exit 1 when the final test accuracy is below this fraction");
   if (!cli.parse(argc, argv)) return 0;
+  examples::print_blas_line();
   examples::require_writable_parent("--save", o.save);  // before any training
   if (o.epochs < 1 || o.batch < 1 || o.threads < 1 || o.eval_batch < 1 || o.train_subset < 0 || o.holdout < 0 ||
       o.crop_padding < 0)

@@ -69,7 +69,7 @@
 #include "common/char_training.hpp"
 #include "common/flags.hpp"
 #include "common/output_path.hpp"
-#include "common/passive_openmp.hpp"
+#include "common/runtime_settings.hpp"
 #include "common/patch_classifier.hpp"
 
 using namespace moekit;
@@ -458,7 +458,7 @@ void print_json_task(const task_result& t, const options& o, bool first) {
 }  // namespace
 
 int main(int argc, char** argv) try {
-  examples::relaunch_with_passive_openmp(argv);
+  examples::relaunch_with_runtime_settings(argv);
   options o;
   flags cli("uoe",
             "Union-of-Experts (selective multi-head attention + UoME, in the paper's faithful mode, gated, and\n"
@@ -501,6 +501,7 @@ int main(int argc, char** argv) try {
   cli.add("max-loss", o.max_loss, "exit 1 when a text run's validation loss is above this (0: no check)");
   cli.add("min-accuracy", o.min_accuracy, "exit 1 when a fashion run's test accuracy is below this (0: no check)");
   if (!cli.parse(argc, argv)) return 0;
+  examples::print_blas_line();
   examples::require_writable_parent("--csv", o.csv);  // before any training
   if (o.d_model < 1 || o.layers < 1 || o.heads < 1 || o.seq < 1 || o.batch < 1 || o.steps < 1 || o.seeds < 1 ||
       o.threads < 1 || o.experts < 1 || o.granularity < 1 || o.uoe_experts < 1 || o.uoe_top_k < 1 || o.attn_top_k < 1 ||

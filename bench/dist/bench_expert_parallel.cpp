@@ -597,6 +597,7 @@ void run(const options& o, const dist::communicator& comm) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  bench::relaunch(argv);  // before MPI starts
   moekit::dist::environment mpi(argc, argv);
   try {
     const auto comm = moekit::dist::communicator::world();
@@ -633,6 +634,7 @@ int main(int argc, char** argv) {
       throw moekit::value_error("--experts " + std::to_string(o.experts) +
                                 " does not divide over " + std::to_string(comm.size()) + " ranks");
     moekit::set_num_threads(o.threads);
+    if (comm.rank() == 0 && o.table) bench::print_blas_line();
     if (comm.rank() == 0 && o.table)
       std::fprintf(stderr, "bench_expert_parallel: %d rank(s), %d thread(s) per rank, %d warm-up, %d timed repetitions\n",
                    comm.size(), o.threads, o.warmup, o.reps);

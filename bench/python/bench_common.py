@@ -1,11 +1,26 @@
-"""Shared by the PyTorch baselines (moe_torch.py, coe_torch.py, uoe_torch.py):
-reading the safetensors dumps the moekit benches write, comparing a result
-with moekit's, and the timing protocol of bench_util.hpp (interleaved runs,
-median and spread)."""
+"""Shared by the PyTorch baselines (moe_torch.py, coe_torch.py, uoe_torch.py,
+mlp_torch.py, spmm_torch.py): reading the safetensors dumps the moekit benches
+write, comparing a result with moekit's, the timing protocol of bench_util.hpp
+(interleaved runs, median and spread), and the BLAS kernel every JSON line
+names ("blas_kernel", as bench_util.hpp's json_line)."""
+import ctypes
 import json
 import struct
 import sys
 import time
+
+
+def blas_kernel():
+    """OpenBLAS's kernel name (openblas_get_corename) in libblas.so.3, the BLAS
+    torch loaded here (call it after importing torch), or why there is none.
+    Compare it with the "blas_kernel" of moekit's lines: both sides must run
+    the same kernel (bench/compare sets OPENBLAS_CORETYPE to moekit's)."""
+    try:
+        f = ctypes.CDLL("libblas.so.3").openblas_get_corename
+    except (OSError, AttributeError):
+        return "unknown (not OpenBLAS)"
+    f.restype = ctypes.c_char_p
+    return f().decode()
 
 
 def read_safetensors(path):

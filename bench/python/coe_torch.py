@@ -57,7 +57,7 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from bench_common import compare, interleaved, read_safetensors  # noqa: E402
+from bench_common import blas_kernel, compare, interleaved, read_safetensors  # noqa: E402
 
 
 # ---------------------------------------------------------------- the reference, restated
@@ -224,16 +224,6 @@ def check(path, rtol, atol):
 
 # ---------------------------------------------------------------- timing
 
-def blas_core():
-    """OpenBLAS's kernel name through libblas.so.3 (torch's BLAS here), or why not."""
-    try:
-        lib = ctypes.CDLL("libblas.so.3")
-        lib.openblas_get_corename.restype = ctypes.c_char_p
-        return lib.openblas_get_corename().decode()
-    except (OSError, AttributeError):
-        return "unknown (not OpenBLAS?)"
-
-
 def cpu_model():
     """As bench_coe_layer: 'model name (family F model M)' from /proc/cpuinfo."""
     info = {}
@@ -281,7 +271,7 @@ def time_all(layers, threads, a, theirs):
     runs.append(lambda: (xa.mm(wg), xa.mm(wu), h.mm(wd)))  # the ceiling: bench_coe_layer's sgemm shapes
     s = interleaved(runs, a.warmup, a.reps, a.clock)
     ceiling, ceiling_gflops = f"torch.mm {rows}x{d}x{ff} x3", 2.0 * rows * d * ff * 3 / (s[-1]["median_ms"] * 1e6)
-    core, cpu, wait = blas_core(), cpu_model(), os.environ.get("OMP_WAIT_POLICY", "(unset)")
+    core, cpu, wait = blas_kernel(), cpu_model(), os.environ.get("OMP_WAIT_POLICY", "(unset)")
     for i, (meta, _, _, _) in enumerate(layers):
         for j, (name, f) in enumerate((("fwd", forward_flop(meta)), ("fwd+bwd", 3 * forward_flop(meta)))):
             st = s[2 * i + j]
@@ -289,7 +279,7 @@ def time_all(layers, threads, a, theirs):
                     "impl": "torch-eager-mask-loop", "dtype": "f32", "threads": threads, "clock": a.clock,
                     "pass": name, **st, "gflops": f / (st["median_ms"] * 1e6), "expert_gflop": f / 1e9,
                     "iterations": int(meta["iterations"]), "k": int(meta["k"]), "machine": os.uname().nodename,
-                    "cpu": cpu, "blas_core": core, "omp_wait_policy": wait,
+                    "cpu": cpu, "blas_core": core, "blas_kernel": core, "omp_wait_policy": wait,
                     "ceiling": ceiling, "ceiling_gflops": ceiling_gflops, "torch": torch.__version__}
             ours = theirs.get((meta["config"], name, threads, int(meta["tokens"])))
             if ours:
@@ -319,7 +309,7 @@ def main():
     a = ARGS
     directory = a.check or a.time
     paths = dumps(directory, a.configs)
-    print(f"coe_torch: torch {torch.__version__}, OpenBLAS {blas_core()}, OPENBLAS_CORETYPE="
+    print(f"coe_torch: torch {torch.__version__}, OpenBLAS {blas_kernel()}, OPENBLAS_CORETYPE="
           f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}", file=sys.stderr)
     set_threads(THREADS[0])
     ok = all([check(p, a.rtol, a.atol) for p in paths])

@@ -21,6 +21,8 @@ import time
 import torch
 from torch import nn
 
+from bench_common import blas_kernel
+
 
 class Block(nn.Module):
     """h + fc2(GELU(fc1(LayerNorm(h)))), as scaling_mlps' BottleneckBlock."""
@@ -133,7 +135,7 @@ def main():
            "p10_ms": round(p10, 4), "p90_ms": round(p90, 4), "images_per_s": round(n / (med * 1e-3), 2),
            "gflops": round(flops / (med * 1e6), 3), "ceiling": "step GEMMs as torch.mm",
            "ceiling_median_ms": round(cmed, 4), "ceiling_gflops": round(flops / (cmed * 1e6), 3),
-           "fraction_of_ceiling": round(cmed / med, 4)}
+           "fraction_of_ceiling": round(cmed / med, 4), "blas_kernel": blas_kernel()}
     if dev.type == "cuda":
         out.update(gpu=torch.cuda.get_device_name(dev), tf32="off", ceiling="step GEMMs as torch.mm (TF32 off)")
     print(json.dumps(out))

@@ -43,7 +43,7 @@ os.environ["OPENBLAS_NUM_THREADS"] = str(ARGS.blas_threads or ARGS.threads)
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from bench_common import compare, interleaved, read_safetensors  # noqa: E402
+from bench_common import blas_kernel, compare, interleaved, read_safetensors  # noqa: E402
 
 
 def blas_library():
@@ -90,7 +90,8 @@ def main():
     moe = eager_moe(t["router.weight"], t["experts.w1"], t["experts.w2"], k)
     G = t["G"]
     print(f"moe_torch {config}: torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
-          f"OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}, libblas.so.3 -> {blas_library()}",
+          f"OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}, libblas.so.3 -> {blas_library()}, "
+          f"kernel {blas_kernel()} (OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')})",
           file=sys.stderr)
     if "openblas" not in blas_library():
         print("moe_torch: libblas.so.3 is not OpenBLAS; the baseline would be meaningless", file=sys.stderr)
@@ -132,7 +133,7 @@ def main():
         line = {"bench": "moe_layer", "config": config, "backend": "torch-eager-list", "dtype": "f32",
                 "threads": ARGS.threads, "clock": ARGS.clock, "pass": name, **st, "gflops": f / (st["median_ms"] * 1e6),
                 "ceiling": ceiling, "ceiling_gflops": ceiling_gflops, "tokens_per_expert": rows / experts,
-                "torch": torch.__version__}
+                "torch": torch.__version__, "blas_kernel": blas_kernel()}
         print(json.dumps(line), flush=True)
         print(f"{config:4s} torch {name:8s} {st['median_ms']:9.3f} ms [{st['p10_ms']:8.3f}, {st['p90_ms']:8.3f}] "
               f"{f / (st['median_ms'] * 1e6):6.1f} GFLOP/s (mm ceiling {ceiling_gflops:.1f})", file=sys.stderr)

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bench_common import blas_kernel
+
 
 def summarize(ms):
     s = sorted(ms)
@@ -106,7 +108,8 @@ def bench_spmm(a, d, name):
             "bench": "spmm_fwd_bwd", "config": f"{name} n={n} nnz={nnz} f={f}", "backend": f"torch-{layout}",
             "dtype": "f32", "threads": a.threads, "median_ms": s_fb[0], "p10_ms": s_fb[1], "p90_ms": s_fb[2],
             "gflops": flop / (s_fb[0] * 1e6), "forward_median_ms": s_f[0],
-            "max_rel_error_y": ey, "max_rel_error_dx": edx, "torch": torch.__version__}), flush=True)
+            "max_rel_error_y": ey, "max_rel_error_dx": edx, "torch": torch.__version__,
+            "blas_kernel": blas_kernel()}), flush=True)
         print(f"torch.sparse.mm {layout} fwd+bwd {name:<6} n={n:<7} nnz={nnz:<8} f={f}  {s_fb[0]:8.3f} ms "
               f"(p10 {s_fb[1]:.3f}, p90 {s_fb[2]:.3f}) | fwd {s_f[0]:8.3f} ms | matches moekit "
               f"(Y {ey:.1e}, dX {edx:.1e})", file=sys.stderr)
@@ -153,7 +156,7 @@ def bench_gcn(a, d):
     print(json.dumps({
         "bench": "gcn_epoch", "config": "cora 2 layers hidden 64 dropout 0.5 adamw", "backend": "torch-coo",
         "dtype": "f32", "threads": a.threads, "median_ms": s[0], "p10_ms": s[1], "p90_ms": s[2],
-        "loss_after": last[0], "torch": torch.__version__}), flush=True)
+        "loss_after": last[0], "torch": torch.__version__, "blas_kernel": blas_kernel()}), flush=True)
     print(f"torch gcn epoch cora (2 x 64)     {s[0]:8.3f} ms (p10 {s[1]:.3f}, p90 {s[2]:.3f}), loss {last[0]:.4f}",
           file=sys.stderr)
 
@@ -168,7 +171,8 @@ def main():
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    print(f"spmm_torch: torch {torch.__version__}, {a.threads} thread(s), {a.warmup} warm-up, {a.reps} timed repetitions",
+    print(f"spmm_torch: torch {torch.__version__}, OpenBLAS kernel {blas_kernel()}, {a.threads} thread(s), "
+          f"{a.warmup} warm-up, {a.reps} timed repetitions",
           file=sys.stderr)
     have_cora = os.path.exists(os.path.join(a.dump, "cora.meta.json"))
     if have_cora:

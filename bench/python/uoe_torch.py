@@ -71,8 +71,8 @@ if __name__ == "__main__":
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from bench_common import compare, interleaved_clocks, read_safetensors  # noqa: E402
-from coe_torch import blas_core, cpu_model, set_threads  # noqa: E402
+from bench_common import blas_kernel, compare, interleaved_clocks, read_safetensors  # noqa: E402
+from coe_torch import cpu_model, set_threads  # noqa: E402
 
 
 # ---------------------------------------------------------------- the reference's forward, restated
@@ -292,7 +292,7 @@ def time_all(layers, threads, a, theirs):
             w.grad = None
     ceiling = f"torch.mm dense fwd 4x{t_rows}x{d}x{d} + {t_rows}x{d}x{f} + {t_rows}x{f}x{d}"
     ceiling_gflops = 2.0 * t_rows * d * (4 * d + 2 * f) / (wall[-1]["median_ms"] * 1e6)
-    core, cpu_name, wait = blas_core(), cpu_model(), os.environ.get("OMP_WAIT_POLICY", "(unset)")
+    core, cpu_name, wait = blas_kernel(), cpu_model(), os.environ.get("OMP_WAIT_POLICY", "(unset)")
     dense = next((i for i, layer in enumerate(layers) if layer[0]["dense"]), None)
     for i, (m, _, _, _, _) in enumerate(layers):
         for j, (name, fl) in enumerate((("fwd", forward_flop(m)), ("fwd+bwd", 3 * forward_flop(m)))):
@@ -303,7 +303,8 @@ def time_all(layers, threads, a, theirs):
                     **{"cpu_" + k: v for k, v in cst.items()}, "gflops": fl / (st["median_ms"] * 1e6),
                     "cpu_gflops": fl / (cst["median_ms"] * 1e6), "gflop": fl / 1e9,
                     "mode": "dense" if m["dense"] else m["mode"], "capacity": m["capacity"], "slots": m["slots"],
-                    "machine": os.uname().nodename, "cpu": cpu_name, "blas_core": core, "omp_wait_policy": wait,
+                    "machine": os.uname().nodename, "cpu": cpu_name, "blas_core": core, "blas_kernel": core,
+                    "omp_wait_policy": wait,
                     "ceiling": ceiling, "ceiling_gflops": ceiling_gflops, "torch": torch.__version__}
             if dense is not None:
                 line.update({"flop_ratio_to_dense": forward_flop(m) / forward_flop(layers[dense][0]),
@@ -359,7 +360,8 @@ def time_parts(layers, threads, a, theirs):
     for (config, part), st, cst in zip(names, wall, cpu):
         line = {"bench": "uoe_block_part", "config": config, "part": part, "threads": threads,
                 "pass": "fwd" if part == "select" else "fwd+bwd", **st, **{"cpu_" + k: v for k, v in cst.items()},
-                "machine": os.uname().nodename, "blas_core": blas_core(), "torch": torch.__version__}
+                "machine": os.uname().nodename, "blas_core": blas_kernel(), "blas_kernel": blas_kernel(),
+                "torch": torch.__version__}
         ours = theirs.get((config, part, threads))
         if ours:
             line.update({"moekit_median_ms": ours[0], "moekit_cpu_median_ms": ours[1],
@@ -374,7 +376,8 @@ def main():
     a = ARGS
     directory = a.check or a.time
     paths = dumps(directory, a.configs)
-    print(f"uoe_torch: torch {torch.__version__}, OpenBLAS {blas_core()}", file=sys.stderr)
+    print(f"uoe_torch: torch {torch.__version__}, OpenBLAS {blas_kernel()}, OPENBLAS_CORETYPE="
+          f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}", file=sys.stderr)
     set_threads(THREADS[0])
     ok = all([check(p, a.rtol, a.atol) for p in paths])
     if not ok:

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../../core/dtype.hpp"
+#include "blas_info.hpp"
 #include "parallel.hpp"
 
 namespace moekit::detail {
@@ -25,8 +26,10 @@ struct cpu_gemm {
     const auto ta = trans_a ? CblasTrans : CblasNoTrans, tb = trans_b ? CblasTrans : CblasNoTrans;
     const auto M = static_cast<int>(m), N = static_cast<int>(n), K = static_cast<int>(k);
     const auto la = static_cast<int>(lda), lb = static_cast<int>(ldb), lc = static_cast<int>(ldc);
-    if constexpr (sizeof(T) == 4) cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, a, la, b, lb, beta, c, lc);
-    else cblas_dgemm(CblasRowMajor, ta, tb, M, N, K, alpha, a, la, b, lb, beta, c, lc);
+    if constexpr (sizeof(T) == 4) {
+      warn_blas_kernel_once();  // a slow OpenBLAS kernel on a fast CPU: said once (blas_info.hpp)
+      cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, a, la, b, lb, beta, c, lc);
+    } else cblas_dgemm(CblasRowMajor, ta, tb, M, N, K, alpha, a, la, b, lb, beta, c, lc);
   }
 
   /// The same for 16-bit storage: A and B widened to float, products summed

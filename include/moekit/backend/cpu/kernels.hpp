@@ -4,6 +4,7 @@
 
 #include "../backend.hpp"
 #include "batch_norm.hpp"
+#include "blas_info.hpp"
 #include "copy.hpp"
 #include "cpu.hpp"
 #include "gather.hpp"
