@@ -44,6 +44,21 @@ TEST_CASE("gradcheck: grouped_bias_activation", "[gradcheck][moe][grouped]") {
   }, hs, bs);
 }
 
+TEST_CASE("gradcheck: grouped_matmul_activation (bias and activation in the GEMM's output pass)",
+          "[gradcheck][moe][grouped]") {
+  rng g(13);
+  const auto offsets = offsets_of({0, 2, 2, 5});  // groups of 2, 0 and 3 rows
+  auto x = randn(g, shape<dyn, dyn>{5, 4});       // (A, k)
+  auto w = randn(g, shape<dyn, 4, 3>{3});         // (G, k, n)
+  auto b = randn(g, shape<dyn, 3>{3});            // (G, n)
+  REQUIRE_GRADIENTS([&](auto xv, auto wv, auto bv) {
+    return grouped_matmul_activation(xv, wv, bv, offsets, fn::gelu_fast{}, fn::gelu_fast_backward{});
+  }, x, w, b);
+  REQUIRE_GRADIENTS([&](auto xv, auto wv) {
+    return grouped_matmul_activation(xv, wv, offsets, fn::silu_fast{}, fn::silu_fast_backward{});
+  }, x, w);
+}
+
 TEST_CASE("gradcheck: weighted_scatter_add_rows", "[gradcheck][moe][combine]") {
   rng g(12);
   // Five source rows into four output rows; row 1 gets three of them, row 2 none.

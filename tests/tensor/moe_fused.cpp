@@ -230,8 +230,41 @@ TEST_CASE("fused MoE ops: errors name the op and the shapes", "[grouped][combine
                     shape_error);
 }
 
-TEST_CASE("grouped GEMMs cut into small-matrix tiles equal per-group matmuls", "[tensor][grouped][gemm]") {
-  // Sizes where cpu_gemm_grouped tiles each group (rows · n · k > 100³, rows <= 160).
+TEST_CASE("grouped_matmul_activation equals grouped_matmul then grouped_bias_activation, values and gradients",
+          "[tensor][grouped][gemm]") {
+  rng g(28);
+  const auto offsets = offsets_of({0, 3, 3, 90, 161});  // a few-row group (unpacked), an empty one, two packed
+  const std::size_t rows = 161, k = 70, n = 45;
+  auto x = normal<float>(g, shape<dyn, dyn>{rows, k});
+  auto w = normal<float>(g, shape<dyn, dyn, dyn>{4, k, n});
+  auto b = normal<float>(g, shape<dyn, dyn>{4, n});
+  auto G = normal<float>(g, shape<dyn, dyn>{rows, n});
+  auto run = [&](bool fused) {
+    tape t;
+    auto xv = t.variable(x);
+    auto wv = t.variable(w);
+    auto bv = t.variable(b);
+    auto y = fused ? grouped_matmul_activation(xv, wv, bv, offsets, fn::gelu_fast{}, fn::gelu_fast_backward{})
+                   : grouped_bias_activation(grouped_matmul(xv, wv, offsets), bv, offsets, fn::gelu_fast{},
+                                             fn::gelu_fast_backward{});
+    t.backward(sum(y * t.input(G)));
+    return std::array{y.value().clone().reshape(shape<dyn>{rows * n}), xv.grad().clone().reshape(shape<dyn>{rows * k}),
+                      wv.grad().clone().reshape(shape<dyn>{4 * k * n}), bv.grad().clone().reshape(shape<dyn>{4 * n})};
+  };
+  const auto fused = run(true), plain = run(false);
+  CHECK(max_abs_diff(fused[0], plain[0]) == 0.0);  // the same products, bias and activation: the same bits
+  CHECK(max_abs_diff(fused[1], plain[1]) < 1e-4);
+  CHECK(max_abs_diff(fused[2], plain[2]) < 1e-3);
+  CHECK(max_abs_diff(fused[3], plain[3]) < 1e-4);
+  auto b_bad = normal<float>(g, shape<dyn, dyn>{4, n + 1});
+  tape t;
+  REQUIRE_THROWS_AS(grouped_matmul_activation(t.variable(x), t.variable(w), t.variable(b_bad), offsets, fn::relu{},
+                                              fn::relu_backward{}),
+                    shape_error);
+}
+
+TEST_CASE("grouped GEMMs equal per-group matmuls at odd sizes", "[tensor][grouped][gemm]") {
+  // n not a multiple of any panel width, an empty group, groups across the 96-row blocks.
   rng g(27);
   const std::size_t k = 256, n = 136;  // n not a multiple of the tile width
   const auto offsets = offsets_of({0, 50, 50, 170, 230});  // 50, 0, 120 and 60 rows
@@ -241,7 +274,7 @@ TEST_CASE("grouped GEMMs cut into small-matrix tiles equal per-group matmuls", "
   auto wt = normal<float>(g, shape<dyn, dyn, dyn>{groups, n, k});  // read transposed
   auto dy = normal<float>(g, shape<dyn, dyn>{rows, n});
   const int saved = num_threads();
-  set_num_threads(1);  // tiles are used with single-threaded BLAS
+  set_num_threads(1);
   auto y = grouped_matmul(x, w, offsets);            // (rows, n)
   auto yt = grouped_matmul<true>(x, wt, offsets);    // (rows, n)
   auto dw = grouped_matmul_reduce(x, dy, offsets, w.shape());  // (groups, k, n)

@@ -74,12 +74,22 @@ V activate(activation a, const V& x) {
   return activate<activation::gelu>(x);
 }
 
-/// act(h + b) per group when the expert has biases (one fused pass), else act(h).
+/// act(h + b) per group when the expert has biases (one fused pass), else
+/// act(h): for an h that is not one grouped GEMM (a low-rank product, say).
 template <activation A, bool Bias, class H, class V, class B>
 H bias_activate(const H& h, const V& b, const group_offsets<B>& offsets) {
   using F = activation_fn<A>;
   if constexpr (Bias) return grouped_bias_activation(h, b, offsets, typename F::forward{}, typename F::backward{});
   else return activate<A>(h);
+}
+
+/// act(x·W_g + b_g) per group (without biases act(x·W_g)): one grouped GEMM
+/// whose output pass adds the bias and applies the activation.
+template <activation A, bool Bias, class X, class W, class V, class B>
+auto linear_activate(const X& x, const W& w, const V& b, const group_offsets<B>& offsets) {
+  using F = activation_fn<A>;
+  if constexpr (Bias) return grouped_matmul_activation(x, w, b, offsets, typename F::forward{}, typename F::backward{});
+  else return grouped_matmul_activation(x, w, offsets, typename F::forward{}, typename F::backward{});
 }
 
 /// Regroups every stacked parameter of `bank` (leading axis: weight set) from
@@ -166,7 +176,7 @@ struct ffn_expert {
     /// rows (A, D) grouped by weight set -> (A, D); offsets (G + 1) on B.
     template <class S>
     auto operator()(const var<T, S, B>& rows, const group_offsets<B>& offsets) const {
-      auto h = detail::bias_activate<Act, Bias>(grouped_matmul(rows, w1_, offsets), b1_, offsets);  // (A, F)
+      auto h = detail::linear_activate<Act, Bias>(rows, w1_, b1_, offsets);  // (A, F)
       auto y = grouped_matmul(h, w2_, offsets);                                                    // (A, D)
       if constexpr (Bias) y = add_grouped_rows(y, b2_, offsets);
       return y;

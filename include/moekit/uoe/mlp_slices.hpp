@@ -54,7 +54,7 @@ class mlp_slices {
   /// rows (A, d) grouped by expert -> (A, d); offsets (E + 1) on B.
   template <class S>
   auto operator()(const var<T, S, B>& rows, const group_offsets<B>& offsets) const {
-    auto h = moe::detail::bias_activate<Act, true>(grouped_matmul(rows, w1_, offsets), b1_, offsets);  // (A, Fe)
+    auto h = moe::detail::linear_activate<Act, true>(rows, w1_, b1_, offsets);  // (A, Fe)
     return grouped_matmul(h, w2_, offsets);                                                           // (A, d)
   }
 

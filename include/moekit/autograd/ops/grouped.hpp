@@ -18,6 +18,40 @@ auto grouped_matmul(const var<T, SX, B>& x, const var<T, SW, B>& w, const group_
   }, x, w);
 }
 
+namespace detail {
+/// grouped_matmul_activation with the bias optional (b null: none).
+template <class F, class DF, class T, class SX, class SW, class SB, class B>
+auto grouped_matmul_activation(const var<T, SX, B>& x, const var<T, SW, B>& w, const var<T, SB, B>* b,
+                               const group_offsets<B>& offsets, F f, DF df) {
+  auto [z, y] = grouped_matmul_activation(x.value(), w.value(), b ? &b->value() : nullptr, offsets, f);  // (A, n)
+  auto backward = [x, w, b = b ? *b : var<T, SB, B>{}, offsets, z = std::move(z), df](const auto& dy) {
+    const auto dz = zip("grouped_matmul_activation backward", z, dy, df);  // (A, n): dy · f'(z)
+    if (x.requires_grad()) x.accumulate(grouped_matmul<true>(dz, w.value(), offsets));          // dZ·Wᵀ per group
+    if (w.requires_grad()) w.accumulate(grouped_matmul_reduce(x.value(), dz, offsets, w.shape()));  // Xᵀ·dZ per group
+    if (b.requires_grad()) b.accumulate(grouped_column_sums(dz, offsets, b.shape()));
+  };
+  if (b) return record("grouped_matmul_activation", std::move(y), std::move(backward), x, w, *b);
+  return record("grouped_matmul_activation", std::move(y), std::move(backward), x, w);
+}
+}  // namespace detail
+
+/// f(x·W_g + b_g) for the rows of each group g, as one op: the bias and the
+/// activation run in the grouped GEMM's output pass (on the CPU, in float),
+/// and the backward keeps z = x·W_g + b_g. x (A, k), w (G, k, n), b (G, n);
+/// df(z, dy) is f's backward, e.g. fn::gelu_fast{}, fn::gelu_fast_backward{}.
+template <class F, class DF, class T, class SX, class SW, class SB, class B>
+auto grouped_matmul_activation(const var<T, SX, B>& x, const var<T, SW, B>& w, const var<T, SB, B>& b,
+                               const group_offsets<B>& offsets, F f, DF df) {
+  return detail::grouped_matmul_activation(x, w, &b, offsets, f, df);
+}
+/// The same without a bias: f(x·W_g).
+template <class F, class DF, class T, class SX, class SW, class B>
+auto grouped_matmul_activation(const var<T, SX, B>& x, const var<T, SW, B>& w, const group_offsets<B>& offsets, F f,
+                               DF df) {
+  return detail::grouped_matmul_activation(x, w, static_cast<const var<T, shape<dyn, dyn>, B>*>(nullptr), offsets, f,
+                                           df);
+}
+
 /// h[r] + b[g] for the rows r of each group g: h (A, n), b (G, n).
 template <class T, class SH, class SB, class B>
 var<T, SH, B> add_grouped_rows(const var<T, SH, B>& h, const var<T, SB, B>& b, const group_offsets<B>& offsets) {

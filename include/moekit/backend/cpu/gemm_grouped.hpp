@@ -2,24 +2,74 @@
 // segments: the expert GEMMs of an MoE layer. Rows [offsets[g], offsets[g+1])
 // of A belong to group g, whose weight is the g-th matrix of a stacked tensor.
 //
-// Threads: many small groups run one per thread with single-threaded BLAS;
-// few large groups run one after another, each GEMM with all BLAS threads.
-// Never both at once (BLAS threads inside parallel regions measured up to 2×
-// slower here).
+// float runs on moekit's own micro-kernels (microkernel.hpp): each group's
+// op(W_g) is packed once per call into panels, and the work is cut into
+// (group, row block, column block) pieces that the threads take in turn, so
+// every configuration keeps every thread busy; below fork_flops one thread
+// does it all. A group of at most small_rows rows skips the packing (it would
+// cost as much as its product) and runs as row-by-row dot products/axpys.
+// Each element of C is summed in one fixed order: results do not depend on
+// the thread count.
+//
+// double (gradient checks) goes through BLAS: many small groups run one per
+// thread with single-threaded BLAS; few large groups run one after another,
+// each GEMM with all BLAS threads. Never both at once (BLAS threads inside
+// parallel regions measured up to 2× slower here).
 #pragma once
 
 #include <algorithm>
 #include <cstddef>
 #include <utility>
+#include <vector>
 
 #include "../../core/config.hpp"
 #include "../../core/dtype.hpp"
 #include "gemm.hpp"
+#include "microkernel.hpp"
 #include "parallel.hpp"
 
 namespace moekit::detail {
 
 struct cpu_gemm_grouped {
+  /// float: gemm_grouped below, on moekit's micro-kernels.
+  static void gemm_grouped(bool trans_w, std::size_t groups, const index_t* offsets, std::size_t k, std::size_t n,
+                           float alpha, const float* a, const float* w, std::size_t stride_w, float beta, float* c) {
+    gemm_grouped_epilogue(trans_w, groups, offsets, k, n, alpha, a, w, stride_w, beta, c, microkernel::no_epilogue{});
+  }
+
+  /// gemm_grouped in float, then epi(c_tile, ldc, row, col, rows, cols) on
+  /// every finished tile of C while it is in cache (row: of C, col: of n).
+  template <class Epilogue>
+  static void gemm_grouped_epilogue(bool trans_w, std::size_t groups, const index_t* offsets, std::size_t k,
+                                    std::size_t n, float alpha, const float* a, const float* w, std::size_t stride_w,
+                                    float beta, float* c, const Epilogue& epi) {
+    const std::size_t ldw = trans_w ? k : n;
+    packed_product(groups, offsets, k, n, /*reduce=*/false, epi, [&](std::size_t g, std::size_t begin) {
+      return grouped_operands{{a + begin * k, k, 1}, w + g * stride_w, ldw, trans_w, c + begin * n, n};
+    }, alpha, beta);
+  }
+
+  /// float: z = x·W_g (+ b_g) per group and y = f(z), with the bias and f
+  /// applied to each tile of the product while it is in cache (z kept for
+  /// the backward). x (rows, k), w (G, k, n) stride k·n, b (G, n) or null;
+  /// z and y (rows, n).
+  template <class F>
+  static void gemm_grouped_activation(std::size_t groups, const index_t* offsets, std::size_t k, std::size_t n,
+                                      const float* x, const float* w, const float* b, F f, float* z, float* y) {
+    const bias_activation<F> epi{offsets, groups, n, b, z, f};
+    gemm_grouped_epilogue(false, groups, offsets, k, n, 1.0f, x, w, k * n, 0.0f, y, epi);
+  }
+
+  /// float: gemm_grouped_reduce below (C_g = alpha · A_gᵀ · D_g + beta · C_g),
+  /// on moekit's micro-kernels: D_g's rows are packed, A_gᵀ is read in place.
+  static void gemm_grouped_reduce(std::size_t groups, const index_t* offsets, std::size_t m, std::size_t n, float alpha,
+                                  const float* a, const float* d, float beta, float* c, std::size_t stride_c) {
+    packed_product(groups, offsets, m, n, /*reduce=*/true, microkernel::no_epilogue{},
+                   [&](std::size_t g, std::size_t begin) {
+                     return grouped_operands{{a + begin * m, 1, m}, d + begin * n, n, false, c + g * stride_c, n};
+                   }, alpha, beta);
+  }
+
   /// For every group g: C_g = alpha · A_g · op(W_g) + beta · C_g, where A_g and
   /// C_g are the g-th row segments of A (rows, k) and C (rows, n), and W_g is
   /// W + g·stride_w, stored (k, n), or (n, k) when trans_w.
@@ -27,7 +77,7 @@ struct cpu_gemm_grouped {
   static void gemm_grouped(bool trans_w, std::size_t groups, const index_t* offsets, std::size_t k, std::size_t n,
                            T alpha, const T* a, const T* w, std::size_t stride_w, T beta, T* c) {
     for_each_group(groups, offsets, k * n, [&](std::size_t g, std::size_t begin, std::size_t rows) {
-      gemm_in_tiles(false, trans_w, rows, n, k, alpha, a + begin * k, k, w + g * stride_w, trans_w ? k : n, beta,
+      cpu_gemm::gemm(false, trans_w, rows, n, k, alpha, a + begin * k, k, w + g * stride_w, trans_w ? k : n, beta,
                     c + begin * n, n);
     });
   }
@@ -45,7 +95,7 @@ struct cpu_gemm_grouped {
         for (std::size_t i = 0; i < m * n; ++i) cg[i] = beta == T(0) ? T(0) : beta * cg[i];
         return;
       }
-      gemm_in_tiles(true, false, m, n, rows, alpha, a + begin * m, m, d + begin * n, n, beta, cg, n);
+      cpu_gemm::gemm(true, false, m, n, rows, alpha, a + begin * m, m, d + begin * n, n, beta, cg, n);
     }, /*visit_empty=*/true);
   }
 
@@ -80,50 +130,172 @@ struct cpu_gemm_grouped {
   }
 
  private:
-  /// Largest m·n·k that OpenBLAS (0.3.16+, AVX-512 kernel sets) runs through
-  /// its small-matrix kernels, which read A and B in place instead of packing them.
-  static constexpr std::size_t small_gemm_volume = std::size_t{100} * 100 * 100;
+  /// One group's product C_g = alpha · A · op(B) + beta · C_g, as seen by packed_product.
+  struct grouped_operands {
+    microkernel::strided a;  // (rows, k) in place
+    const float* b;          // op(B) (k, n): stored (k, n) with row stride ldb, or (n, k) when trans
+    std::size_t ldb;
+    bool trans;
+    float* c;  // (rows, n), row stride ldc
+    std::size_t ldc;
+  };
 
-  /// Tile sizes for one expert GEMM C(m, n) = op(A)·op(B) over k, or {m, n}
-  /// for a single call. Expert GEMMs with few rows pay 15–25 % for packing
-  /// (per expert, unlike one dense GEMM); cut into tiles under
-  /// small_gemm_volume they skip it. Measured with OpenBLAS 0.3.21 on Zen 4,
-  /// 1 thread: 48-row NN 92 -> 115 GFLOP/s (48 x 64 tiles), NT 87 -> 101
-  /// (24..32 x 32), TN over 48 rows 94 -> 112 (64 x 64); 128-row NN 88 -> 100,
-  /// NT 92 -> 102; TN over 128 rows and anything above ~160 rows lost, so
-  /// those stay single calls. Tiles change no result beyond rounding order.
-  static std::pair<std::size_t, std::size_t> small_tiles(bool trans_a, bool trans_b, std::size_t m, std::size_t n,
-                                                         std::size_t k) {
-    const std::pair<std::size_t, std::size_t> whole{m, n};
-    if (m * n * k <= small_gemm_volume) return whole;
-    if (trans_a) return k <= 64 ? std::pair<std::size_t, std::size_t>{64, 64} : whole;  // dW: k = expert rows
-    if (m > 160) return whole;
-    if (trans_b) return 32 * 32 * k <= small_gemm_volume ? std::pair<std::size_t, std::size_t>{32, 32} : whole;
-    const std::size_t tm = std::min<std::size_t>(m, 48);
-    const std::size_t tn_max = small_gemm_volume / (tm * k) / 16 * 16;
-    if (tn_max < 32) return whole;
-    const std::size_t pieces = (n + tn_max - 1) / tn_max;  // even column tiles, multiples of 16
-    return {tm, ((n + pieces - 1) / pieces + 15) / 16 * 16};
+  /// Groups this small skip packing (small_rows_product).
+  static constexpr std::size_t small_rows = 4;
+  /// Products below this many flops run on the calling thread: waking a
+  /// second one costs more than it saves.
+  static constexpr std::size_t fork_flops = std::size_t{3} << 20;
+  /// Columns of C per piece of work (a multiple of every panel width).
+  static constexpr std::size_t block_cols = 256;
+
+  /// The grouped products of gemm_grouped_epilogue (reduce = false: group g
+  /// has rows [offsets[g], offsets[g+1]) of A and C, op(B) is (k, n)) and
+  /// gemm_grouped_reduce (reduce = true: C_g is (k, n) with k = m, the
+  /// group's rows are the depth, op(B) = D_g). operands(g, begin) gives a
+  /// group's operands.
+  template <class Epilogue, class Operands>
+  static void packed_product(std::size_t groups, const index_t* offsets, std::size_t k, std::size_t n, bool reduce,
+                             const Epilogue& epi, Operands operands, float alpha, float beta) {
+    const microkernel::isa isa = microkernel::active_isa();
+    struct piece {
+      std::size_t g, i0, i1, j0;
+    };
+    std::vector<std::size_t> packed_at(groups + 1, 0);
+    std::vector<piece> pieces;
+    std::size_t flops = 0;
+    for (std::size_t g = 0; g < groups; ++g) {
+      const auto rows = static_cast<std::size_t>(offsets[g + 1] - offsets[g]);
+      const std::size_t out_rows = reduce ? k : rows, depth = reduce ? rows : k;
+      if (out_rows == 0) {  // an empty group's C is empty (for reduce, C_g = beta · C_g takes the small path)
+        packed_at[g + 1] = packed_at[g];
+        continue;
+      }
+      const bool small = rows <= small_rows;
+      packed_at[g + 1] = packed_at[g] + (small ? 0 : microkernel::packed_size(isa, depth, n));
+      flops += 2 * out_rows * depth * n;
+      if (small) {
+        pieces.push_back({g, 0, out_rows, 0});  // one piece: the whole group, unpacked
+        continue;
+      }
+      for (std::size_t i = 0; i < out_rows; i += microkernel::block_rows)
+        for (std::size_t j = 0; j < n; j += block_cols)
+          pieces.push_back({g, i, std::min(out_rows, i + microkernel::block_rows), j});
+    }
+    std::vector<float>& packed = pack_buffer();
+    if (packed.size() < packed_at[groups]) packed.resize(packed_at[groups]);
+    const int threads = flops >= fork_flops && !omp_in_parallel_region() ? num_threads() : 1;
+
+    auto pack_group = [&](std::size_t g) {
+      const auto rows = static_cast<std::size_t>(offsets[g + 1] - offsets[g]);
+      if (packed_at[g + 1] == packed_at[g]) return;
+      const grouped_operands o = operands(g, static_cast<std::size_t>(offsets[g]));
+      microkernel::pack(isa, o.trans, reduce ? rows : k, n, o.b, o.ldb, packed.data() + packed_at[g]);
+    };
+    auto run_piece = [&](const piece& p) {
+      const auto begin = static_cast<std::size_t>(offsets[p.g]);
+      const auto rows = static_cast<std::size_t>(offsets[p.g + 1]) - begin;
+      const grouped_operands o = operands(p.g, begin);
+      const std::size_t depth = reduce ? rows : k;
+      if (packed_at[p.g + 1] == packed_at[p.g])
+        small_rows_product(p.i1, n, depth, alpha, o, beta, epi, reduce ? 0 : begin);
+      else
+        microkernel::gemm_block(isa, p.i0, p.i1, p.j0, p.j0 + block_cols, n, depth, alpha, o.a,
+                                packed.data() + packed_at[p.g], beta, o.c, o.ldc,
+                                offset_epilogue<Epilogue>{epi, reduce ? 0 : begin});
+    };
+    if (threads == 1) {
+      for (std::size_t g = 0; g < groups; ++g) pack_group(g);
+      for (const piece& p : pieces) run_piece(p);
+      return;
+    }
+#pragma omp parallel num_threads(threads)
+    {
+#pragma omp for schedule(dynamic, 1)
+      for (std::size_t g = 0; g < groups; ++g) pack_group(g);
+#pragma omp for schedule(dynamic, 1)
+      for (std::size_t i = 0; i < pieces.size(); ++i) run_piece(pieces[i]);
+    }
   }
 
-  /// cpu_gemm::gemm as small_tiles cuts it, when the BLAS is OpenBLAS on one
-  /// thread (its small-matrix kernels are single-threaded, and another BLAS
-  /// has none); otherwise one call. Define MOEKIT_NO_SMALL_GEMM_TILES to
-  /// measure without tiles.
-  template <real T>
-  static void gemm_in_tiles(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t k, T alpha,
-                            const T* a, std::size_t lda, const T* b, std::size_t ldb, T beta, T* c, std::size_t ldc) {
-#if defined(MOEKIT_NO_SMALL_GEMM_TILES)
-    const bool tiles = false;
+  /// The calling thread's packed panels, kept between calls (grows to the largest).
+  static std::vector<float>& pack_buffer() {
+    thread_local std::vector<float> buffer;
+    return buffer;
+  }
+
+  static bool omp_in_parallel_region() noexcept {
+#if defined(_OPENMP)
+    return omp_in_parallel() != 0;
 #else
-    const bool tiles = openblas_get_num_threads && openblas_get_num_threads() == 1;
+    return false;
 #endif
-    const auto tile = tiles ? small_tiles(trans_a, trans_b, m, n, k) : std::pair<std::size_t, std::size_t>{m, n};
-    for (std::size_t i = 0; i < m; i += tile.first)
-      for (std::size_t j = 0; j < n; j += tile.second)
-        cpu_gemm::gemm(trans_a, trans_b, std::min(tile.first, m - i), std::min(tile.second, n - j), k, alpha,
-                       trans_a ? a + i : a + i * lda, lda, trans_b ? b + j * ldb : b + j, ldb, beta, c + i * ldc + j,
-                       ldc);
+  }
+
+  /// The epilogue of gemm_grouped_activation: z = c + b[group], c = f(z).
+  template <class F>
+  struct bias_activation {
+    const index_t* offsets;
+    std::size_t groups, n;
+    const float* b;  // (G, n) or null
+    float* z;        // (rows, n)
+    F f;
+    void operator()(float* c, std::size_t ldc, std::size_t row, std::size_t col, std::size_t rows,
+                    std::size_t cols) const {
+      const auto g = static_cast<std::size_t>(std::upper_bound(offsets, offsets + groups + 1,
+                                                               static_cast<index_t>(row)) - offsets) - 1;
+      for (std::size_t r = 0; r < rows; ++r) {
+        float* cr = c + r * ldc;
+        float* zr = z + (row + r) * n + col;
+        const float* br = b ? b + g * n + col : nullptr;
+#pragma omp simd
+        for (std::size_t j = 0; j < cols; ++j) {
+          const float v = br ? cr[j] + br[j] : cr[j];
+          zr[j] = v;
+          cr[j] = f(v);
+        }
+      }
+    }
+  };
+
+  /// An epilogue told rows relative to a group, passed rows of all of C.
+  template <class Epilogue>
+  struct offset_epilogue {
+    const Epilogue& epi;
+    std::size_t first_row;
+    void operator()(float* c, std::size_t ldc, std::size_t row, std::size_t col, std::size_t rows,
+                    std::size_t cols) const {
+      epi(c, ldc, first_row + row, col, rows, cols);
+    }
+  };
+
+  /// C(rows, n) = alpha · A(rows, depth) · op(B) + beta · C without packing:
+  /// row by row, op(B) streamed once per row (a few rows: packing would
+  /// cost as much). Then epi over the rows (first_row: of all of C).
+  template <class Epilogue>
+  static void small_rows_product(std::size_t rows, std::size_t n, std::size_t depth, float alpha,
+                                 const grouped_operands& o, float beta, const Epilogue& epi, std::size_t first_row) {
+    for (std::size_t i = 0; i < rows; ++i) {
+      float* ci = o.c + i * o.ldc;
+      const float* ai = o.a.a + i * o.a.rs;
+      if (o.trans) {  // B stored (n, depth): dot products
+        for (std::size_t j = 0; j < n; ++j) {
+          const float* bj = o.b + j * o.ldb;
+          float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+          for (std::size_t p = 0; p < depth; ++p) s += ai[p * o.a.cs] * bj[p];
+          ci[j] = alpha * s + (beta == 0.0f ? 0.0f : beta * ci[j]);
+        }
+      } else {  // B stored (depth, n): axpys
+        for (std::size_t j = 0; j < n; ++j) ci[j] = beta == 0.0f ? 0.0f : beta * ci[j];
+        for (std::size_t p = 0; p < depth; ++p) {
+          const float s = alpha * ai[p * o.a.cs];
+          const float* bp = o.b + p * o.ldb;
+#pragma omp simd
+          for (std::size_t j = 0; j < n; ++j) ci[j] += s * bp[j];
+        }
+      }
+    }
+    if (rows > 0) epi(o.c, o.ldc, first_row, 0, rows, n);
   }
 
   /// Calls f(group, first_row, rows) for each group, choosing between one

@@ -7,10 +7,12 @@
 
 #include <cstddef>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "../../backend/functors.hpp"
 #include "../tensor.hpp"
+#include "elementwise.hpp"
 #include "fast_activation.hpp"
 
 namespace moekit {
@@ -62,6 +64,36 @@ auto grouped_matmul(const tensor<T, SX, B>& x, const tensor<T, SW, B>& w, const 
   tensor<T, R, B> out(R::from_extents(std::array{x.extent(0), n}));
   kernels<B>::gemm_grouped(TransW, groups, offsets.data(), k, n, T(1), x.data(), w.data(), k * n, T(0), out.data());
   return out;
+}
+
+/// z = x·W_g (+ b_g) for the rows of each group g and y = f(z): returns {z, y}.
+/// x (A, k), w (G, k, n), b (G, n) or null; z, y (A, n). On the CPU in float
+/// the bias and f run in the GEMM's output pass, on each tile while it is in
+/// cache; elsewhere grouped_matmul, then one pass for bias and f.
+template <class F, class T, class SX, class SW, class SB, class B>
+auto grouped_matmul_activation(const tensor<T, SX, B>& x, const tensor<T, SW, B>& w, const tensor<T, SB, B>* b,
+                               const group_offsets<B>& offsets, F f) {
+  static_assert(SX::rank() == 2 && SW::rank() == 3, "grouped_matmul_activation: x must be (rows, k) and w (groups, k, n)");
+  using RS = shape<SX::static_extent(0), SW::static_extent(2)>;
+  using R = tensor<T, RS, B>;
+  if constexpr (std::is_same_v<B, cpu> && std::is_same_v<T, float>) {
+    detail::check_offsets("grouped_matmul_activation", offsets, w.extent(0), x.extent(0));
+    if (x.extent(1) != w.extent(1))
+      detail::shape_mismatch("grouped_matmul_activation", x.shape().str(), " x ", w.shape().str(),
+                             "inner dimensions differ");
+    if (b && (b->extent(0) != w.extent(0) || b->extent(1) != w.extent(2)))
+      detail::shape_mismatch("grouped_matmul_activation", w.shape().str(), " with bias ", b->shape().str(),
+                             "bias must be (groups, n)");
+    const auto out_shape = RS::from_extents(std::array{x.extent(0), w.extent(2)});
+    R z(out_shape), y(out_shape);
+    kernels<cpu>::gemm_grouped_activation(w.extent(0), offsets.data(), x.extent(1), w.extent(2), x.data(), w.data(),
+                                          b ? b->data() : nullptr, f, z.data(), y.data());
+    return std::pair<R, R>{std::move(z), std::move(y)};
+  } else {
+    R z = b ? add_grouped_rows(grouped_matmul(x, w, offsets), *b, offsets) : grouped_matmul(x, w, offsets);
+    R y = map(z, f);
+    return std::pair<R, R>{std::move(z), std::move(y)};
+  }
 }
 
 /// Per group g: a_gᵀ · d_g, stacked: (A, m) and (A, n) give (G, m, n).
