@@ -33,6 +33,18 @@ function(moekit_program_flags target)
   target_link_libraries(${target} PRIVATE moekit_program_flags)
 endfunction()
 
+# moekit_cuda_depends_on_headers(<source>...): CMake 3.25 gets no header
+# dependencies from nvcc 13 under Ninja, so a CUDA object would not rebuild
+# when a moekit header changes (a bench would time the old code). These
+# sources depend on every header instead. Call it in the directory that
+# adds the sources' target.
+function(moekit_cuda_depends_on_headers)
+  file(GLOB_RECURSE headers CONFIGURE_DEPENDS "${PROJECT_SOURCE_DIR}/include/*.hpp"
+       "${PROJECT_SOURCE_DIR}/include/*.inl" "${PROJECT_SOURCE_DIR}/include/*.cuh"
+       "${PROJECT_SOURCE_DIR}/examples/common/*.hpp" "${PROJECT_SOURCE_DIR}/bench/*.hpp")
+  set_property(SOURCE ${ARGN} APPEND PROPERTY OBJECT_DEPENDS ${headers})
+endfunction()
+
 function(moekit_add_programs out_var dir what)
   cmake_parse_arguments(PARSE_ARGV 3 arg "" "" "CUDA_CAPABLE")
   set(with_cuda FALSE)
@@ -60,6 +72,7 @@ function(moekit_add_programs out_var dir what)
       set(ext ".cu")
     endif()
     if(ext STREQUAL ".cu")
+      moekit_cuda_depends_on_headers("${source}")
       target_link_libraries(${stem} PRIVATE moekit::cuda)
     else()
       target_link_libraries(${stem} PRIVATE moekit::moekit)
