@@ -68,7 +68,7 @@ TEST_CASE("micro-kernel GEMM equals cblas_sgemm on odd shapes, every instruction
             ++tiles_seen;
             elements_seen += rows * cols;
           };
-          mk::gemm_block(i, 0, s.m, 0, s.n, s.n, s.k, 1.5f, {a.data(), s.k, 1}, packed.data(), beta, c.data(), s.n,
+          mk::gemm_block(i, 0, s.m, 0, s.n, s.n, s.k, 1.5f, {a.data(), s.k, 1}, mk::packed_panels(i, packed.data(), s.k), beta, c.data(), s.n,
                          count);
           CHECK(max_rel(c, expect) < 2e-5);
           CHECK(elements_seen == s.m * s.n);  // the epilogue saw every element once
@@ -86,7 +86,7 @@ TEST_CASE("micro-kernel GEMM reads a transposed A in place (the weight-gradient 
                 int(n), 0.0f, expect.data(), int(n));
     std::vector<float> packed(mk::packed_size(i, rows, n));
     mk::pack(i, false, rows, n, d.data(), n, packed.data());
-    mk::gemm_block(i, 0, m, 0, n, n, rows, 1.0f, {a.data(), 1, m}, packed.data(), 0.0f, c.data(), n);
+    mk::gemm_block(i, 0, m, 0, n, n, rows, 1.0f, {a.data(), 1, m}, mk::packed_panels(i, packed.data(), rows), 0.0f, c.data(), n);
     CAPTURE(mk::isa_name(i));
     CHECK(max_rel(c, expect) < 2e-5);
   }
@@ -132,7 +132,8 @@ TEST_CASE("grouped GEMMs on the micro-kernels equal per-group sgemm: empty, few-
       {{0, 1, 1, 3, 7, 7}, 33, 17},              // few-row groups (the unpacked path) and empty ones
       {{0, 50, 50, 170, 230}, 256, 136},         // n not a multiple of any panel width
       {{0, 5, 200, 201, 310}, 65, 300},          // depth above the panel depth, 1-row group
-      {{0, 64, 128, 192, 256}, 64, 128},         // C-T's per-expert shape
+      {{0, 64, 128, 192, 256}, 64, 128},         // C-T's per-expert shape (W and dY read in place)
+      {{0, 40, 100, 165}, 520, 64},              // read in place over several panel depths; 65 rows: packed
   };
   for (const mk::isa i : isas_here()) {
     isa_scope scope(i);
@@ -145,8 +146,8 @@ TEST_CASE("grouped GEMMs on the micro-kernels equal per-group sgemm: empty, few-
 
 TEST_CASE("grouped GEMMs give the same bits with 1 and 2 threads", "[backend][microkernel][grouped]") {
   std::mt19937 g(14);
-  const std::vector<index_t> offsets{0, 3, 300, 301, 700, 1000};
-  const std::size_t groups = 5, rows = 1000, k = 96, n = 300;
+  const std::vector<index_t> offsets{0, 3, 300, 301, 351, 1000};  // small, packed, small, in place, packed
+  const std::size_t groups = 5, rows = 1000, k = 96, n = 288;
   const auto x = random_floats(g, rows * k), w = random_floats(g, groups * k * n), dy = random_floats(g, rows * n);
   auto run = [&](int threads) {
     const int saved = num_threads();

@@ -148,6 +148,17 @@ struct cpu_gemm_grouped {
   /// Columns of C per piece of work (a multiple of every panel width).
   static constexpr std::size_t block_cols = 256;
 
+  /// Whether a group's op(B) is read in place rather than packed: only B
+  /// stored (k, n) with n a multiple of the panel width (no tile reads past
+  /// a row), and only for groups of at most in_place_rows output rows, whose
+  /// few row tiles reuse a panel too little to pay for its copy. (Larger
+  /// groups lose by it: a 4 KB row stride scatters a panel over 256 pages;
+  /// C-M 12 % slower read in place, bench/gemm_libs.)
+  static constexpr std::size_t in_place_rows = 64;
+  static bool read_in_place(const grouped_operands& o, std::size_t n, std::size_t nr, std::size_t out_rows) {
+    return !o.trans && n % nr == 0 && out_rows <= in_place_rows;
+  }
+
   /// The grouped products of gemm_grouped_epilogue (reduce = false: group g
   /// has rows [offsets[g], offsets[g+1]) of A and C, op(B) is (k, n)) and
   /// gemm_grouped_reduce (reduce = true: C_g is (k, n) with k = m, the
@@ -160,20 +171,24 @@ struct cpu_gemm_grouped {
     struct piece {
       std::size_t g, i0, i1, j0;
     };
+    const std::size_t nr = microkernel::panel_width(isa);
+    enum class way : unsigned char { small, in_place, packed };
+    std::vector<way> ways(groups, way::packed);
     std::vector<std::size_t> packed_at(groups + 1, 0);
     std::vector<piece> pieces;
     std::size_t flops = 0;
     for (std::size_t g = 0; g < groups; ++g) {
       const auto rows = static_cast<std::size_t>(offsets[g + 1] - offsets[g]);
       const std::size_t out_rows = reduce ? k : rows, depth = reduce ? rows : k;
-      if (out_rows == 0) {  // an empty group's C is empty (for reduce, C_g = beta · C_g takes the small path)
-        packed_at[g + 1] = packed_at[g];
-        continue;
-      }
-      const bool small = rows <= small_rows;
-      packed_at[g + 1] = packed_at[g] + (small ? 0 : microkernel::packed_size(isa, depth, n));
+      packed_at[g + 1] = packed_at[g];
+      if (out_rows == 0) continue;  // an empty group's C is empty (for reduce, C_g = beta · C_g takes the small path)
+      const grouped_operands o = operands(g, static_cast<std::size_t>(offsets[g]));
+      ways[g] = rows <= small_rows                ? way::small
+                : read_in_place(o, n, nr, out_rows) ? way::in_place
+                                                    : way::packed;
+      if (ways[g] == way::packed) packed_at[g + 1] += microkernel::packed_size(isa, depth, n);
       flops += 2 * out_rows * depth * n;
-      if (small) {
+      if (ways[g] == way::small) {
         pieces.push_back({g, 0, out_rows, 0});  // one piece: the whole group, unpacked
         continue;
       }
@@ -187,7 +202,7 @@ struct cpu_gemm_grouped {
 
     auto pack_group = [&](std::size_t g) {
       const auto rows = static_cast<std::size_t>(offsets[g + 1] - offsets[g]);
-      if (packed_at[g + 1] == packed_at[g]) return;
+      if (packed_at[g + 1] == packed_at[g]) return;  // small, read in place, or empty
       const grouped_operands o = operands(g, static_cast<std::size_t>(offsets[g]));
       microkernel::pack(isa, o.trans, reduce ? rows : k, n, o.b, o.ldb, packed.data() + packed_at[g]);
     };
@@ -196,12 +211,12 @@ struct cpu_gemm_grouped {
       const auto rows = static_cast<std::size_t>(offsets[p.g + 1]) - begin;
       const grouped_operands o = operands(p.g, begin);
       const std::size_t depth = reduce ? rows : k;
-      if (packed_at[p.g + 1] == packed_at[p.g])
-        small_rows_product(p.i1, n, depth, alpha, o, beta, epi, reduce ? 0 : begin);
-      else
-        microkernel::gemm_block(isa, p.i0, p.i1, p.j0, p.j0 + block_cols, n, depth, alpha, o.a,
-                                packed.data() + packed_at[p.g], beta, o.c, o.ldc,
-                                offset_epilogue<Epilogue>{epi, reduce ? 0 : begin});
+      if (ways[p.g] == way::small) return small_rows_product(p.i1, n, depth, alpha, o, beta, epi, reduce ? 0 : begin);
+      const microkernel::panels b = ways[p.g] == way::in_place
+                                        ? microkernel::panels{o.b, 1, o.ldb}
+                                        : microkernel::packed_panels(isa, packed.data() + packed_at[p.g], depth);
+      microkernel::gemm_block(isa, p.i0, p.i1, p.j0, p.j0 + block_cols, n, depth, alpha, o.a, b, beta, o.c, o.ldc,
+                              offset_epilogue<Epilogue>{epi, reduce ? 0 : begin});
     };
     if (threads == 1) {
       for (std::size_t g = 0; g < groups; ++g) pack_group(g);
@@ -246,13 +261,19 @@ struct cpu_gemm_grouped {
       for (std::size_t r = 0; r < rows; ++r) {
         float* cr = c + r * ldc;
         float* zr = z + (row + r) * n + col;
-        const float* br = b ? b + g * n + col : nullptr;
+        // Two plain loops, not one with `b ? c + b : c` inside: GCC vectorises
+        // that into masked loads from b that, with b null, touch page 0 with
+        // every lane masked off, and this CPU (Zen 5) takes a slow assist for
+        // each (C-T's forward 4x slower).
+        if (b != nullptr) {
+          const float* br = b + g * n + col;
 #pragma omp simd
-        for (std::size_t j = 0; j < cols; ++j) {
-          const float v = br ? cr[j] + br[j] : cr[j];
-          zr[j] = v;
-          cr[j] = f(v);
+          for (std::size_t j = 0; j < cols; ++j) zr[j] = cr[j] + br[j];
+        } else {
+          std::copy(cr, cr + cols, zr);
         }
+#pragma omp simd
+        for (std::size_t j = 0; j < cols; ++j) cr[j] = f(zr[j]);
       }
     }
   };

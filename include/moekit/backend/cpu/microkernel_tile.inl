@@ -6,14 +6,15 @@
 //
 // tile<MR>: C(MR, nr) = alpha · A(MR, kc) · P(kc, NR) [+ beta · C], where
 //   A(i, p) = a[i·rs_a + p·cs_a]  (rows of X, or columns of Xᵀ: read in place),
-//   P       = one packed panel: kc rows of NR = nv·lanes floats, contiguous,
-//   nr <= NR columns are stored (the panel's padding columns are zeros).
+//   P(p, j) = p[p·ldp + j]: kc rows of NR = nv·lanes floats (a packed panel,
+//             ldp = NR, or NR columns of B read in place, ldp = B's row stride),
+//   nr <= NR columns are stored (a packed panel's padding columns are zeros).
 // MR·nv accumulators live in registers for the whole k loop; each step loads
 // nv vectors of P and broadcasts MR elements of A into MR·nv FMAs.
 
 template <std::size_t MR>
-void tile(std::size_t kc, const float* a, std::size_t rs_a, std::size_t cs_a, const float* p, float* c,
-          std::size_t ldc, std::size_t nr, float alpha, float beta) {
+void tile(std::size_t kc, const float* a, std::size_t rs_a, std::size_t cs_a, const float* p, std::size_t ldp,
+          float* c, std::size_t ldc, std::size_t nr, float alpha, float beta) {
   constexpr std::size_t NV = simd::nv, L = simd::lanes, NR = NV * L;
   using V = typename simd::type;
   V acc[MR][NV];
@@ -23,7 +24,7 @@ MOEKIT_UNROLL
     for (std::size_t v = 0; v < NV; ++v) acc[i][v] = simd::set1(0.0f);
   for (std::size_t k = 0; k < kc; ++k) {
     const float* ak = a + k * cs_a;
-    const float* pk = p + k * NR;
+    const float* pk = p + k * ldp;
     V b[NV];
 MOEKIT_UNROLL
     for (std::size_t v = 0; v < NV; ++v) b[v] = simd::load(pk + v * L);
@@ -58,7 +59,7 @@ MOEKIT_UNROLL
 /// tile<mr> for a run-time mr in [1, MR].
 template <std::size_t MR = simd::mr>
 void tile_rows(std::size_t mr, std::size_t kc, const float* a, std::size_t rs_a, std::size_t cs_a, const float* p,
-               float* c, std::size_t ldc, std::size_t nr, float alpha, float beta) {
-  if (mr == MR) return tile<MR>(kc, a, rs_a, cs_a, p, c, ldc, nr, alpha, beta);
-  if constexpr (MR > 1) tile_rows<MR - 1>(mr, kc, a, rs_a, cs_a, p, c, ldc, nr, alpha, beta);
+               std::size_t ldp, float* c, std::size_t ldc, std::size_t nr, float alpha, float beta) {
+  if (mr == MR) return tile<MR>(kc, a, rs_a, cs_a, p, ldp, c, ldc, nr, alpha, beta);
+  if constexpr (MR > 1) tile_rows<MR - 1>(mr, kc, a, rs_a, cs_a, p, ldp, c, ldc, nr, alpha, beta);
 }
