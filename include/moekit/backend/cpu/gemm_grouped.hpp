@@ -144,7 +144,7 @@ struct cpu_gemm_grouped {
   static constexpr std::size_t small_rows = 4;
   /// Products below this many flops run on the calling thread: waking a
   /// second one costs more than it saves.
-  static constexpr std::size_t fork_flops = std::size_t{3} << 20;
+  static constexpr std::size_t fork_flops = std::size_t{16} << 20;
   /// Columns of C per piece of work (a multiple of every panel width).
   static constexpr std::size_t block_cols = 256;
 

@@ -39,7 +39,7 @@ inline void set_num_threads(int n) noexcept {
 namespace detail {
 
 /// Elements below which element-wise loops run on the calling thread.
-inline constexpr std::size_t parallel_grain = 32768;
+inline constexpr std::size_t parallel_grain = std::size_t{1} << 18;
 
 /// Calls body(begin, end) over [0, n) in contiguous chunks, one per thread,
 /// when the work (n * cost_per_item) is large enough to pay for the fork.
