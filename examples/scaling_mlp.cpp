@@ -343,19 +343,21 @@ int train(const options& o, M& model, const std::string& model_name, const datas
       history.empty() ? evaluate<B>(model, test_set, stats, static_cast<std::size_t>(o.eval_batch)) : history.back().test_accuracy;
   double images_per_s = 0;
   for (const auto& r : history) images_per_s += r.images_per_s / static_cast<double>(history.size());
-  std::printf("\n%-22s %s\n%-22s %s\n%-22s %s\n%-22s %zu\n%-22s %d (%d this run)\n%-22s %.2f%%\n%-22s %.1f\n%-22s %.0f\n",
+  const std::string kernel = blas_kernel_name();  // the OpenBLAS kernel that ran (printed first, too)
+  std::printf("\n%-22s %s\n%-22s %s\n%-22s %s\n%-22s %s\n%-22s %zu\n%-22s %d (%d this run)\n%-22s %.2f%%\n%-22s %.1f\n"
+              "%-22s %.0f\n",
               "model", model_name.c_str(), "arch", o.arch.c_str(), "backend", examples::backend_description(o.backend).c_str(),
-              "parameters", params, "epochs", o.epochs,
+              "blas kernel", kernel.c_str(), "parameters", params, "epochs", o.epochs,
               static_cast<int>(history.size()), "test accuracy", 100 * test_accuracy, "train seconds", train_seconds,
               "train images/s", images_per_s);
   std::printf("{\"example\": \"scaling_mlp\", \"backend\": \"%s\", \"device\": \"%s\", \"arch\": \"%s\", "
               "\"model\": \"%s\", \"optimizer\": \"%s\", \"epochs\": %d, \"epochs_run\": %zu, \"batch\": %d, \"threads\": %d, \"lr\": %g, \"weight_decay\": %g, "
               "\"train_images\": %zu, \"params\": %zu, \"final_train_loss\": %.5f, \"test_accuracy\": %.4f, "
-              "\"train_seconds\": %.2f, \"images_per_s\": %.1f}\n",
+              "\"train_seconds\": %.2f, \"images_per_s\": %.1f, \"blas_kernel\": \"%s\"}\n",
               o.backend.c_str(), examples::backend_description(o.backend).c_str(), o.arch.c_str(), model_name.c_str(),
               o.optimizer.c_str(), o.epochs, history.size(), o.batch, o.threads,
               o.lr, o.weight_decay, n, params, history.empty() ? 0.0 : history.back().loss, test_accuracy,
-              train_seconds, images_per_s);
+              train_seconds, images_per_s, kernel.c_str());
   if (test_accuracy < o.min_accuracy) {
     std::fprintf(stderr, "scaling_mlp: test accuracy %.4f is below --min-accuracy %.4f\n", test_accuracy, o.min_accuracy);
     return 1;
