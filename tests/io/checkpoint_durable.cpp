@@ -127,13 +127,17 @@ pid_t dead_pid() {
   return child;
 }
 
-/// The child of the kill test: saves `a` and `b` alternately until killed.
+/// The child of the kill test: saves `a` and `b` alternately until killed,
+/// writing one byte to `started` after its first save (so that the parent's
+/// random delay counts from a running writer, not from a fork that a loaded
+/// or sanitized machine may take longer to finish than the delay).
 /// Never returns into Catch2; exit code 3 means a save threw.
-[[noreturn]] void save_until_killed(const fs::path& file, state& a, state& b) {
+[[noreturn]] void save_until_killed(const fs::path& file, state& a, state& b, int started) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive a parent that died
   try {
     for (int i = 0; i < 100000; ++i) {
       a.save(file);
+      if (i == 0 && ::write(started, "s", 1) != 1) ::_exit(4);
       b.save(file);
     }
   } catch (...) {
@@ -179,9 +183,19 @@ TEST_CASE("durable checkpoints: a writer killed at random points leaves the old 
   const int kills = 50;
   int left_temp = 0;  // kills that caught the child between creating and renaming its temporary file
   for (int k = 0; k < kills; ++k) {
+    int started[2];
+    REQUIRE(::pipe(started) == 0);
     const pid_t child = ::fork();
     REQUIRE(child >= 0);
-    if (child == 0) save_until_killed(file, a, b);
+    if (child == 0) {
+      ::close(started[0]);
+      save_until_killed(file, a, b, started[1]);
+    }
+    ::close(started[1]);
+    char byte = 0;
+    const auto got = ::read(started[0], &byte, 1);  // 1: the child's first save is done; 0: it died first
+    ::close(started[0]);
+    REQUIRE(got == 1);
     std::this_thread::sleep_for(std::chrono::microseconds(delay_us(gen)));
     ::kill(child, SIGKILL);
     int status = 0;
