@@ -3,7 +3,8 @@
 // of A belong to group g, whose weight is the g-th matrix of a stacked tensor.
 //
 // float runs on moekit's own micro-kernels (microkernel.hpp): each group's
-// op(W_g) is packed once per call into panels, and the work is cut into
+// op(W_g) is packed once per call into panels (groups of at most
+// in_place_rows rows read a (k, n) W in place instead), and the work is cut into
 // (group, row block, column block) pieces that the threads take in turn, so
 // every configuration keeps every thread busy; below fork_flops one thread
 // does it all. A group of at most small_rows rows skips the packing (it would

@@ -1,8 +1,9 @@
 // moekit/backend/cpu/microkernel.hpp — moekit's own fp32 GEMM for the expert
 // GEMMs: the B operand (a weight, or the gradient rows of a weight gradient)
-// is re-laid-out once per call into panels of NR columns, and a
-// register-blocked tile (microkernel_tile.inl) runs over them with A read in
-// place through two strides, so Xᵀ needs no copy. Three tiles, chosen at run
+// is re-laid-out once per call into panels of NR columns (or, where few row
+// tiles reuse it, read in place: `panels`), and a register-blocked tile
+// (microkernel_tile.inl) runs over them with A read in place through two
+// strides, so Xᵀ needs no copy. Three tiles, chosen at run
 // time from CPUID:
 //   avx512   8 x 32 (16 zmm accumulators),
 //   avx2     6 x 16 (12 ymm accumulators, FMA),
