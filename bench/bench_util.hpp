@@ -98,8 +98,9 @@ inline std::vector<stats> interleaved(const std::vector<std::function<void()>>& 
 }
 
 /// One JSON object on one line: {"k": v, ...}. Values are numbers or strings.
-/// Every line ends with "blas_kernel": OpenBLAS's kernel name, unless the
-/// bench added that key itself.
+/// Every line ends with "blas_kernel" and "blas_threads": OpenBLAS's kernel
+/// name and where its threads come from, unless the bench added the kernel
+/// itself.
 class json_line {
  public:
   json_line& add(const std::string& k, const std::string& v) {
@@ -125,6 +126,7 @@ class json_line {
       kernel = kernel || items_[i].first == "blas_kernel";
     }
     if (!kernel) s += (items_.empty() ? "" : ", ") + quoted("blas_kernel") + ": " + quoted(moekit::blas_kernel_name());
+    if (!kernel) s += ", " + quoted("blas_threads") + ": " + quoted(moekit::blas_threading_name());
     return s + "}";
   }
   void print() const { std::printf("%s\n", str().c_str()); std::fflush(stdout); }

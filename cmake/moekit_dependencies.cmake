@@ -11,7 +11,10 @@
 #       (what to link besides BLAS::BLAS: empty or LAPACK::LAPACK) and
 #       MOEKIT_HAVE_LAPACK in the caller's scope; LAPACK is optional (only
 #       the merge module's SVD needs it).
-#       Sets <ok_var> to TRUE/FALSE and <message_var> to why it failed.
+#       Where Debian's OpenMP build of OpenBLAS is installed, programs load
+#       it through an rpath (MOEKIT_BLAS_OPENMP, default ON; sets
+#       MOEKIT_BLAS_OPENMP_DIR). Sets <ok_var> to TRUE/FALSE and
+#       <message_var> to why it failed.
 #
 #   moekit_find_cuda_dependencies(<ok_var>)
 #       Optional: CUDAToolkit (CUDA::cudart, CUDA::cublas) and CCCL
@@ -65,6 +68,47 @@ function(moekit_find_dependencies ok_var message_var)
 (OpenBLAS preferred). On Debian/Ubuntu: apt-get install libopenblas-dev"
         PARENT_SCOPE)
       return()
+    endif()
+  endif()
+
+  # --- OpenBLAS built with OpenMP (preferred) -----------------------------------
+  # Debian builds OpenBLAS three ways (pthreads, OpenMP, serial) into sibling
+  # folders, and its alternatives make the pthreads one libopenblas.so.0.
+  # That build keeps a thread pool of its own, which fights moekit's OpenMP
+  # threads for the cores: on 2 cores, under libgomp's default wait policy, a
+  # C-S MoE layer step ran slower on 2 threads than on 1 (issue #16). When the
+  # OpenMP build is installed (libopenblas0-openmp), programs linked with
+  # moekit load it instead, through an rpath: the same soname and symbols,
+  # one pool. MOEKIT_BLAS_OPENMP=OFF keeps the system's choice; a BLA_VENDOR
+  # the user picked is left alone. Sets MOEKIT_BLAS_OPENMP_DIR (that folder,
+  # or empty) in the caller's scope.
+  set(MOEKIT_BLAS_OPENMP_DIR "" PARENT_SCOPE)
+  if((NOT DEFINED MOEKIT_BLAS_OPENMP OR MOEKIT_BLAS_OPENMP) AND
+     (NOT DEFINED BLA_VENDOR OR BLA_VENDOR STREQUAL "" OR BLA_VENDOR STREQUAL "OpenBLAS"))
+    get_target_property(blas_libs BLAS::BLAS INTERFACE_LINK_LIBRARIES)
+    set(openmp_dir "")
+    foreach(lib IN LISTS blas_libs)
+      if(IS_ABSOLUTE "${lib}" AND lib MATCHES "openblas")
+        get_filename_component(dir "${lib}" DIRECTORY)
+        foreach(candidate IN ITEMS "${dir}/openblas-openmp" "${dir}/../openblas-openmp")
+          if(openmp_dir STREQUAL "" AND EXISTS "${candidate}/libopenblas.so.0")
+            get_filename_component(openmp_dir "${candidate}" REALPATH)
+          endif()
+        endforeach()
+      endif()
+    endforeach()
+    if(NOT openmp_dir STREQUAL "")
+      get_target_property(options BLAS::BLAS INTERFACE_LINK_OPTIONS)
+      if(NOT options OR NOT "LINKER:-rpath,${openmp_dir}" IN_LIST options)
+        set_property(TARGET BLAS::BLAS APPEND PROPERTY INTERFACE_LINK_OPTIONS "LINKER:-rpath,${openmp_dir}")
+      endif()
+      set(MOEKIT_BLAS_OPENMP_DIR "${openmp_dir}" PARENT_SCOPE)
+      if(NOT arg_QUIET)
+        message(STATUS "moekit: OpenBLAS's OpenMP build is loaded from ${openmp_dir} (rpath)")
+      endif()
+    elseif(NOT arg_QUIET AND blas_libs MATCHES "openblas")
+      message(STATUS "moekit: OpenBLAS's OpenMP build was not found: its own thread pool will compete "
+                     "with moekit's OpenMP threads. On Debian/Ubuntu: apt-get install libopenblas0-openmp")
     endif()
   endif()
 

@@ -3,9 +3,12 @@
 // the program starts itself again (one execv) with it set:
 //
 //   OMP_WAIT_POLICY=PASSIVE (examples): libgomp's default lets idle OpenMP
-//     threads spin, and they then fight OpenBLAS's own threads for the cores:
-//     on a 2-core machine a step gets several times slower (PyTorch, with the
-//     same two thread pools, needs the same setting).
+//     threads spin, and they then fight the pthreads build of OpenBLAS's own
+//     threads for the cores: on a 2-core machine a step gets several times
+//     slower (PyTorch, with the same two thread pools, needs the same
+//     setting). moekit's CMake package loads OpenBLAS's OpenMP build where it
+//     is installed (one pool, no fight); the setting stays for programs that
+//     run on the pthreads build and for machines shared with other work.
 //   OPENBLAS_CORETYPE (examples and benches): where OpenBLAS picked a slower
 //     kernel than the CPU has (moekit::blas_info: 0.3.21 runs Prescott on
 //     recent Xeons, 4-5x slower), the better one; MOEKIT_BLAS_CHOSEN_CORE

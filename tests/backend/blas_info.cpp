@@ -242,6 +242,40 @@ TEST_CASE("blas_info: the linked BLAS on this machine and its sgemm ceiling", "[
   CHECK((std::isfinite(small.gflops) && small.gflops > 0));
 }
 
+TEST_CASE("blas_info: OpenBLAS's OpenMP build is the one loaded where the build found it", "[backend][blas_info]") {
+  const std::string threading = moekit::blas_threading_name();
+  INFO("OpenBLAS threads: '" << threading << "'");
+#if MOEKIT_TEST_BLAS_OPENMP  // cmake/moekit_dependencies.cmake found libopenblas0-openmp: the rpath must win
+  CHECK(threading == "OpenMP");
+  CHECK(moekit::detail::blas_uses_openmp());
+  CHECK(moekit::blas_info().to_string().find("(OpenMP threads)") != std::string::npos);
+#else
+  if (openblas_get_corename != nullptr)
+    CHECK((threading == "OpenMP" || threading == "pthreads" || threading == "sequential"));
+  else
+    CHECK(threading.empty());
+#endif
+}
+
+TEST_CASE("blas_info: BLAS thread scopes leave moekit's own thread count alone", "[backend][blas_info]") {
+  const int saved = moekit::num_threads();
+  moekit::set_num_threads(2);
+  {
+    moekit::detail::blas_calls_in_parallel spread;  // what the batched and grouped GEMMs hold
+    CHECK(moekit::num_threads() == 2);
+  }
+  CHECK(moekit::num_threads() == 2);
+  if (openblas_get_num_threads != nullptr) {
+    {
+      moekit::detail::blas_single_thread one;  // what the sgemm ceiling's 1-thread figure holds
+      CHECK(openblas_get_num_threads() == 1);
+    }
+    CHECK(openblas_get_num_threads() == 2);
+    CHECK(moekit::num_threads() == 2);
+  }
+  moekit::set_num_threads(saved);
+}
+
 TEST_CASE("blas_info: a user's OPENBLAS_CORETYPE is never replaced", "[backend][blas_info]") {
   const char* before = std::getenv("OPENBLAS_CORETYPE");
   const std::string saved = before ? before : "";

@@ -10,7 +10,9 @@
 # pkg_config: installs likewise, then compiles project/main.cpp with no CMake
 # at all: <CXX_COMPILER> main.cpp $(pkg-config --cflags --libs moekit), with
 # PKG_CONFIG_PATH=WORK_DIR/prefix/share/pkgconfig; prints a skip line without
-# pkg-config.
+# pkg-config. -DEXPECT_BLAS_OPENMP=1 (the moekit build found OpenBLAS's
+# OpenMP build): the CMake modes' app must have loaded it (pkg-config's flags
+# name the system's choice).
 
 foreach(var MODE MOEKIT_SOURCE_DIR MOEKIT_BINARY_DIR WORK_DIR)
   if(NOT DEFINED ${var} OR "${${var}}" STREQUAL "")
@@ -80,5 +82,9 @@ step("build" "${CMAKE_COMMAND}" --build "${build}" --config "${CONFIG}")
 
 find_program(app NAMES app PATHS "${build}" "${build}/${CONFIG}"
   NO_DEFAULT_PATH NO_CACHE REQUIRED)
-step("run ${app}" "${app}")
+if(EXPECT_BLAS_OPENMP AND NOT MODE STREQUAL "pkg_config")
+  step("run ${app}" "${app}" --expect-openmp-blas)
+else()
+  step("run ${app}" "${app}")
+endif()
 message(STATUS "consumer.${MODE}: OK")

@@ -3,7 +3,14 @@
 // one (CMake target or pkg-config flags) fails to link.
 #include <moekit.hpp>
 
-int main() {
+#include <string_view>
+
+// --expect-openmp-blas: the CMake package's rpath must have loaded OpenBLAS's
+// OpenMP build (cmake/moekit_dependencies.cmake).
+int main(int argc, char** argv) {
+  if (argc > 1 && std::string_view(argv[1]) == "--expect-openmp-blas" && moekit::blas_threading_name() != "OpenMP")
+    return 4;
+
   moekit::shape<2, moekit::dyn> s{3};
   if (s.size() != 6) return 1;
 

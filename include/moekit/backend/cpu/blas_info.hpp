@@ -271,6 +271,18 @@ inline sgemm_ceiling measure_sgemm_gflops(std::size_t n = 512, int reps = 5) {
   return out;
 }
 
+/// "OpenMP", "pthreads" or "sequential" (openblas_get_parallel); "" when the
+/// BLAS is not OpenBLAS: the "blas_threads" of bench lines.
+inline std::string blas_threading_name() {
+  if (openblas_get_parallel == nullptr) return "";
+  switch (openblas_get_parallel()) {
+    case 0: return "sequential";
+    case 1: return "pthreads";
+    case 2: return "OpenMP";
+    default: return "unknown";
+  }
+}
+
 /// Whether blas_info measures the sgemm ceiling.
 enum class blas_measure { no, yes };
 
@@ -281,6 +293,9 @@ struct blas_description {
   std::string kernel;    ///< openblas_get_corename(): "SkylakeX", "Haswell", ...; "" when not OpenBLAS
   std::string config;    ///< openblas_get_config()
   bool dynamic_arch = false;  ///< built with DYNAMIC_ARCH: OPENBLAS_CORETYPE picks the kernel
+  /// Where OpenBLAS's threads come from: "OpenMP" (moekit's own pool),
+  /// "pthreads" (a second pool), "sequential"; "" when not OpenBLAS.
+  std::string threading;
   cpu_isa cpu;
   /// A faster kernel for this CPU (recommend_openblas_coretype); "" when the kernel is right.
   std::string recommended_coretype;
@@ -297,7 +312,8 @@ struct blas_description {
   /// Haswell, moekit set OPENBLAS_CORETYPE=SkylakeX)", plus the sgemm
   /// ceiling when measured.
   std::string to_string() const {
-    std::string s = library + (version.empty() ? "" : " " + version);
+    std::string s = library + (version.empty() ? "" : " " + version) +
+                    (threading.empty() ? "" : " (" + threading + " threads)");
     if (!openblas()) {
       s += ", kernel unknown";
     } else {
@@ -369,6 +385,7 @@ inline blas_description blas_info(blas_measure measure = blas_measure::no) {
   d.library = d.kernel.empty() ? "CBLAS (not OpenBLAS)" : "OpenBLAS";
   d.version = detail::openblas_version(d.config);
   d.dynamic_arch = d.config.find("DYNAMIC_ARCH") != std::string::npos;
+  d.threading = blas_threading_name();
   d.recommended_coretype = recommend_openblas_coretype(d.cpu, d.kernel);
   d.coretype_env = detail::env_or_empty("OPENBLAS_CORETYPE");
   d.chosen_by_openblas = d.coretype_env.empty() ? "" : detail::env_or_empty("MOEKIT_BLAS_CHOSEN_CORE");

@@ -65,7 +65,7 @@ struct cpu_gemm {
     };
     const bool small = m * n * k < std::size_t{128} * 128 * 128;
     if (small && batch > 1 && num_threads() > 1) {
-      blas_single_thread guard;
+      blas_calls_in_parallel guard;
       parallel_for(batch, m * n * k, [&](std::size_t lo, std::size_t hi) {
         for (std::size_t i = lo; i < hi; ++i) one(i);
       });

@@ -339,7 +339,7 @@ struct cpu_gemm_grouped {
       for (std::size_t g = 0; g < groups; ++g) one(g);
       return;
     }
-    blas_single_thread guard;
+    blas_calls_in_parallel guard;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
     for (std::size_t g = 0; g < groups; ++g) one(g);
   }

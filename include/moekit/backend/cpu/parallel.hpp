@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <optional>
 
 #if defined(_OPENMP)
 #include <omp.h>
@@ -16,6 +17,7 @@ extern "C" {
 // OpenBLAS's thread control; weak so that another CBLAS still links.
 void openblas_set_num_threads(int) __attribute__((weak));
 int openblas_get_num_threads() __attribute__((weak));
+int openblas_get_parallel() __attribute__((weak));  // 0 sequential, 1 pthreads, 2 OpenMP
 }
 
 namespace moekit {
@@ -40,6 +42,13 @@ inline void set_num_threads(int n) noexcept {
 
 namespace detail {
 
+/// Whether the loaded BLAS runs its threads from OpenMP's pool (OpenBLAS built
+/// with USE_OPENMP, Debian's libopenblas0-openmp, which moekit's CMake
+/// package prefers: cmake/moekit_dependencies.cmake). Then BLAS calls made
+/// inside moekit's parallel regions run on one thread by themselves, and no
+/// second pool of spinning threads competes with moekit's for the cores.
+inline bool blas_uses_openmp() noexcept { return openblas_get_parallel && openblas_get_parallel() == 2; }
+
 /// Elements below which element-wise loops run on the calling thread (32 K
 /// made a 2-thread C-T layer step 3x slower than 1 thread; issue #16).
 inline constexpr std::size_t parallel_grain = std::size_t{1} << 18;
@@ -62,22 +71,42 @@ void parallel_for(std::size_t n, std::size_t cost_per_item, F&& body) {
   body(std::size_t{0}, n);
 }
 
-/// While alive, BLAS calls run on one thread, so that moekit can spread
-/// independent BLAS calls over its own threads without oversubscription.
+/// While alive, BLAS calls run on one thread. With an OpenMP BLAS, whose
+/// openblas_set_num_threads also sets OpenMP's thread count, that count is
+/// restored too.
 class blas_single_thread {
  public:
   blas_single_thread() noexcept
-      : saved_(openblas_get_num_threads ? openblas_get_num_threads() : 1) {
+      : saved_(openblas_get_num_threads ? openblas_get_num_threads() : 1), saved_openmp_(num_threads()) {
     if (openblas_set_num_threads && saved_ != 1) openblas_set_num_threads(1);
   }
   ~blas_single_thread() {
-    if (openblas_set_num_threads && saved_ != 1) openblas_set_num_threads(saved_);
+    if (!openblas_set_num_threads || saved_ == 1) return;
+    openblas_set_num_threads(saved_);
+#if defined(_OPENMP)
+    if (blas_uses_openmp()) omp_set_num_threads(saved_openmp_);
+#endif
   }
   blas_single_thread(const blas_single_thread&) = delete;
   blas_single_thread& operator=(const blas_single_thread&) = delete;
 
  private:
-  int saved_;
+  int saved_, saved_openmp_;
+};
+
+/// While alive, moekit may spread independent BLAS calls over its own
+/// threads without oversubscription: a pthreads BLAS is set to one thread
+/// (blas_single_thread); an OpenMP BLAS needs nothing (inside a parallel
+/// region it runs on the calling thread), and setting it would also drop
+/// OpenMP's count to one for moekit's own loops.
+class blas_calls_in_parallel {
+ public:
+  blas_calls_in_parallel() noexcept {
+    if (!blas_uses_openmp()) one_.emplace();
+  }
+
+ private:
+  std::optional<blas_single_thread> one_;
 };
 
 }  // namespace detail
