@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <vector>
 
@@ -207,6 +208,42 @@ TEST_CASE("gather and scatter-add rows: indices outside the bound are zero rows 
   std::vector<double> dst(6, 1.0);
   K::scatter_add_rows(3, 2, src.data(), idx.data(), dst.data(), static_cast<const double*>(nullptr), 3);
   REQUIRE(dst == std::vector<double>{1, 1, 1, 1, 2, 3});
+}
+
+TEST_CASE("scatter-add rows: threaded sizes, the same bits at 1 and 2 threads", "[backend][gather]") {
+  // 6000 source rows of 96 floats onto 1000 rows (collisions in every row,
+  // some indices outside the bound): above the fork threshold. Float sums
+  // depend on their order, so 1 and 2 threads must agree bit for bit, and
+  // both must be the i-ordered loop (up to FMA contraction).
+  const std::size_t n = 6000, cols = 96, rows = 1000;
+  const auto sv = random_vector(n * cols, 5), wv = random_vector(n, 6);
+  std::vector<float> src(sv.begin(), sv.end()), scale(wv.begin(), wv.end());
+  std::vector<index_t> idx(n), inside(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    idx[i] = static_cast<index_t>((i * 7919) % (rows + 3)) - 1;  // -1 .. rows + 1
+    inside[i] = idx[i] >= static_cast<index_t>(rows) ? -1 : idx[i];
+  }
+  std::vector<double> want(rows * cols, 0.5);
+  for (std::size_t i = 0; i < n; ++i)
+    if (inside[i] >= 0)
+      for (std::size_t c = 0; c < cols; ++c)
+        want[static_cast<std::size_t>(inside[i]) * cols + c] += double(scale[i]) * double(src[i * cols + c]);
+  const int saved = num_threads();
+  std::vector<std::vector<float>> bounded, unbounded;
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    bounded.emplace_back(rows * cols, 0.5f);
+    K::scatter_add_rows(n, cols, src.data(), idx.data(), bounded.back().data(), scale.data(), rows);
+    unbounded.emplace_back(rows * cols, 0.5f);  // as tall as the largest index needs
+    K::scatter_add_rows(n, cols, src.data(), inside.data(), unbounded.back().data(), scale.data());
+  }
+  set_num_threads(saved);
+  CHECK(bounded[0] == bounded[1]);
+  CHECK(unbounded[0] == unbounded[1]);
+  CHECK(bounded[0] == unbounded[0]);
+  double worst = 0;
+  for (std::size_t e = 0; e < want.size(); ++e) worst = std::max(worst, std::abs(bounded[0][e] - want[e]));
+  CHECK(worst < 1e-4);
 }
 
 TEST_CASE("sort pairs: stable, counting and general paths", "[backend][sort]") {
