@@ -20,6 +20,15 @@ inline bool row_in_range(index_t r, std::size_t rows) noexcept {
 struct cpu_gather {
   static constexpr std::size_t unbounded = std::numeric_limits<std::size_t>::max();
 
+  /// Fork costs of moving `floats` floats (a quarter of computing them) and
+  /// of adding them into place (a half). Both are memory-bound and a second
+  /// core of the 2-vCPU build VM adds little bandwidth, so gathers fork from
+  /// 1 M elements and scatter-adds from 512 K, not 256 K: a C-S gather of
+  /// 262 K floats took 21 µs on 1 thread and 24–36 µs on 2, its scatter-add
+  /// 31 µs and 21–44 µs (libgomp's default policy – PASSIVE).
+  static constexpr std::size_t copy_cost(std::size_t floats) noexcept { return std::max<std::size_t>(1, floats / 4); }
+  static constexpr std::size_t add_cost(std::size_t floats) noexcept { return std::max<std::size_t>(1, floats / 2); }
+
   /// dst[i, :] = src[index[i], :] for i in [0, n). A row whose index lies
   /// outside [0, src_rows) comes out zero: the tensor ops throw on such host
   /// indices first, but device indices cannot be read without a sync, and a
@@ -27,7 +36,7 @@ struct cpu_gather {
   template <class T>
   static void gather_rows(std::size_t n, std::size_t cols, const T* src, const index_t* index, T* dst,
                           std::size_t src_rows = unbounded) {
-    parallel_for(n, cols, [&](std::size_t lo, std::size_t hi) {
+    parallel_for(n, copy_cost(cols), [&](std::size_t lo, std::size_t hi) {
       for (std::size_t i = lo; i < hi; ++i) {
         if (row_in_range(index[i], src_rows))
           std::memcpy(dst + i * cols, src + static_cast<std::size_t>(index[i]) * cols, cols * sizeof(T));
@@ -54,7 +63,7 @@ struct cpu_gather {
       for (std::size_t i = 0; i < n; ++i)
         if (index[i] >= 0) rows = std::max(rows, static_cast<std::size_t>(index[i]) + 1);
     }
-    const std::size_t per_row = rows == 0 ? 1 : std::max<std::size_t>(1, n * cols / rows);
+    const std::size_t per_row = rows == 0 ? 1 : add_cost(n * cols / rows);
     parallel_for(rows, per_row, [&](std::size_t lo, std::size_t hi) {
       for (std::size_t i = 0; i < n; ++i) {
         if (index[i] < 0) continue;
