@@ -2,15 +2,15 @@
 // segments: the expert GEMMs of an MoE layer. Rows [offsets[g], offsets[g+1])
 // of A belong to group g, whose weight is the g-th matrix of a stacked tensor.
 //
-// float runs on moekit's own micro-kernels (microkernel.hpp): each group's
-// op(W_g) is packed once per call into panels (groups of at most
-// in_place_rows rows read a (k, n) W in place instead), and the work is cut into
-// (group, row block, column block) pieces that the threads take in turn, so
-// every configuration keeps every thread busy; below fork_flops one thread
-// does it all. A group of at most small_rows rows skips the packing (it would
-// cost as much as its product) and runs as row-by-row dot products/axpys.
-// Each element of C is summed in one fixed order: results do not depend on
-// the thread count.
+// float runs on moekit's own micro-kernels (microkernel.hpp). The work is cut
+// into pieces of (group, block of 256 columns, rows); the thread that takes a
+// piece packs that slab of op(W_g) into panels and runs the piece's row
+// blocks over it while it sits in the thread's L2. Threads take the pieces
+// largest first, so every configuration keeps every thread busy; below
+// fork_flops one thread does it all. A group of at most small_rows rows skips
+// the packing (it would cost as much as its product) and runs as row-by-row
+// dot products/axpys. Each element of C is summed in one fixed order: results
+// do not depend on the thread count.
 //
 // double (gradient checks) goes through BLAS: many small groups run one per
 // thread with single-threaded BLAS; few large groups run one after another,
@@ -149,88 +149,100 @@ struct cpu_gemm_grouped {
   /// Columns of C per piece of work (a multiple of every panel width).
   static constexpr std::size_t block_cols = 256;
 
-  /// Whether a group's op(B) is read in place rather than packed: only B
-  /// stored (k, n) with n a multiple of the panel width (no tile reads past
-  /// a row), and only for groups of at most in_place_rows output rows, whose
-  /// few row tiles reuse a panel too little to pay for its copy. (Larger
-  /// groups lose by it: a 4 KB row stride scatters a panel over 256 pages;
-  /// C-M 12 % slower read in place, bench/gemm_libs.)
-  static constexpr std::size_t in_place_rows = 64;
-  static bool read_in_place(const grouped_operands& o, std::size_t n, std::size_t nr, std::size_t out_rows) {
-    return !o.trans && n % nr == 0 && out_rows <= in_place_rows;
-  }
-
   /// The grouped products of gemm_grouped_epilogue (reduce = false: group g
   /// has rows [offsets[g], offsets[g+1]) of A and C, op(B) is (k, n)) and
   /// gemm_grouped_reduce (reduce = true: C_g is (k, n) with k = m, the
   /// group's rows are the depth, op(B) = D_g). operands(g, begin) gives a
   /// group's operands.
+  ///
+  /// The work is a list of pieces, each a block of block_cols columns of one
+  /// group's C over a range of its rows. A packed group's piece first packs
+  /// its own columns of op(B) (a slab, at most depth x block_cols floats)
+  /// into the running thread's buffer, where it stays in L2 for every row
+  /// block of the piece: no pass packs all weights before the products start
+  /// (a memory-bound pass a second core barely speeds up), and nothing
+  /// packed goes back to memory. The rows of a group are split into several
+  /// pieces only when there are too few pieces to keep every thread busy
+  /// (each then packs the same slab). Threads take pieces largest first.
   template <class Epilogue, class Operands>
   static void packed_product(std::size_t groups, const index_t* offsets, std::size_t k, std::size_t n, bool reduce,
                              const Epilogue& epi, Operands operands, float alpha, float beta) {
     const microkernel::isa isa = microkernel::active_isa();
+    const std::size_t mb = microkernel::block_rows;
     struct piece {
-      std::size_t g, i0, i1, j0;
+      std::size_t g, i0, i1, j0, flops;
+      bool small;  // a few-row group: one piece, unpacked
     };
-    const std::size_t nr = microkernel::panel_width(isa);
-    enum class way : unsigned char { small, in_place, packed };
-    std::vector<way> ways(groups, way::packed);
-    std::vector<std::size_t> packed_at(groups + 1, 0);
     std::vector<piece> pieces;
     std::size_t flops = 0;
     for (std::size_t g = 0; g < groups; ++g) {
       const auto rows = static_cast<std::size_t>(offsets[g + 1] - offsets[g]);
       const std::size_t out_rows = reduce ? k : rows, depth = reduce ? rows : k;
-      packed_at[g + 1] = packed_at[g];
       if (out_rows == 0) continue;  // an empty group's C is empty (for reduce, C_g = beta · C_g takes the small path)
-      const grouped_operands o = operands(g, static_cast<std::size_t>(offsets[g]));
-      ways[g] = rows <= small_rows                ? way::small
-                : read_in_place(o, n, nr, out_rows) ? way::in_place
-                                                    : way::packed;
-      if (ways[g] == way::packed) packed_at[g + 1] += microkernel::packed_size(isa, depth, n);
       flops += 2 * out_rows * depth * n;
-      if (ways[g] == way::small) {
-        pieces.push_back({g, 0, out_rows, 0});  // one piece: the whole group, unpacked
+      if (rows <= small_rows) {
+        pieces.push_back({g, 0, out_rows, 0, 2 * out_rows * depth * n, true});
         continue;
       }
-      for (std::size_t i = 0; i < out_rows; i += microkernel::block_rows)
-        for (std::size_t j = 0; j < n; j += block_cols)
-          pieces.push_back({g, i, std::min(out_rows, i + microkernel::block_rows), j});
+      for (std::size_t j = 0; j < n; j += block_cols)
+        pieces.push_back({g, 0, out_rows, j, 2 * out_rows * depth * std::min(block_cols, n - j), false});
     }
-    std::vector<float>& packed = pack_buffer();
-    if (packed.size() < packed_at[groups]) packed.resize(packed_at[groups]);
     const int threads = flops >= fork_flops && !omp_in_parallel_region() ? num_threads() : 1;
+    if (threads > 1 && !pieces.empty() && pieces.size() < min_pieces_per_thread * static_cast<std::size_t>(threads))
+      split_rows(pieces, min_pieces_per_thread * static_cast<std::size_t>(threads), mb);
+    if (threads > 1)  // largest first, so that no thread is left with a big piece at the end
+      std::stable_sort(pieces.begin(), pieces.end(), [](const piece& x, const piece& y) { return x.flops > y.flops; });
 
-    auto pack_group = [&](std::size_t g) {
-      const auto rows = static_cast<std::size_t>(offsets[g + 1] - offsets[g]);
-      if (packed_at[g + 1] == packed_at[g]) return;  // small, read in place, or empty
-      const grouped_operands o = operands(g, static_cast<std::size_t>(offsets[g]));
-      microkernel::pack(isa, o.trans, reduce ? rows : k, n, o.b, o.ldb, packed.data() + packed_at[g]);
-    };
     auto run_piece = [&](const piece& p) {
       const auto begin = static_cast<std::size_t>(offsets[p.g]);
       const auto rows = static_cast<std::size_t>(offsets[p.g + 1]) - begin;
       const grouped_operands o = operands(p.g, begin);
-      const std::size_t depth = reduce ? rows : k;
-      if (ways[p.g] == way::small) return small_rows_product(p.i1, n, depth, alpha, o, beta, epi, reduce ? 0 : begin);
-      const microkernel::panels b = ways[p.g] == way::in_place
-                                        ? microkernel::panels{o.b, 1, o.ldb}
-                                        : microkernel::packed_panels(isa, packed.data() + packed_at[p.g], depth);
-      microkernel::gemm_block(isa, p.i0, p.i1, p.j0, p.j0 + block_cols, n, depth, alpha, o.a, b, beta, o.c, o.ldc,
-                              offset_epilogue<Epilogue>{epi, reduce ? 0 : begin});
+      const std::size_t depth = reduce ? rows : k, first_row = reduce ? 0 : begin;
+      if (p.small) return small_rows_product(p.i1, n, depth, alpha, o, beta, epi, first_row);
+      // Columns [j0, j0 + cols) of op(B): stored (k, n) they start j0 floats into each row; (n, k), j0 rows down.
+      const std::size_t cols = std::min(block_cols, n - p.j0);
+      std::vector<float>& slab = pack_buffer();
+      if (slab.size() < microkernel::packed_size(isa, depth, cols)) slab.resize(microkernel::packed_size(isa, depth, cols));
+      microkernel::pack(isa, o.trans, depth, cols, o.trans ? o.b + p.j0 * o.ldb : o.b + p.j0, o.ldb, slab.data());
+      const microkernel::panels b = microkernel::packed_panels(isa, slab.data(), depth);
+      for (std::size_t i = p.i0; i < p.i1; i += mb)  // row block after row block over the slab in L2
+        microkernel::gemm_block(isa, i, std::min(p.i1, i + mb), 0, cols, cols, depth, alpha, o.a, b, beta,
+                                o.c + p.j0, o.ldc, offset_epilogue<Epilogue>{epi, first_row, p.j0});
     };
     if (threads == 1) {
-      for (std::size_t g = 0; g < groups; ++g) pack_group(g);
       for (const piece& p : pieces) run_piece(p);
       return;
     }
-#pragma omp parallel num_threads(threads)
-    {
-#pragma omp for schedule(dynamic, 1)
-      for (std::size_t g = 0; g < groups; ++g) pack_group(g);
-#pragma omp for schedule(dynamic, 1)
-      for (std::size_t i = 0; i < pieces.size(); ++i) run_piece(pieces[i]);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (std::size_t i = 0; i < pieces.size(); ++i) run_piece(pieces[i]);
+  }
+
+  /// Pieces per thread below which a packed group's rows are split.
+  static constexpr std::size_t min_pieces_per_thread = 8;
+
+  /// Splits the pieces of packed groups over their rows, in whole row
+  /// blocks of mb, until there are about `want` pieces in all.
+  template <class Piece>
+  static void split_rows(std::vector<Piece>& pieces, std::size_t want, std::size_t mb) {
+    const std::size_t times = (want + pieces.size() - 1) / pieces.size();
+    std::vector<Piece> out;
+    out.reserve(pieces.size() * times);
+    for (const Piece& p : pieces) {
+      const std::size_t blocks = (p.i1 - p.i0 + mb - 1) / mb;
+      if (p.small || blocks < 2) {
+        out.push_back(p);
+        continue;
+      }
+      const std::size_t parts = std::min(times, blocks);
+      for (std::size_t s = 0; s < parts; ++s) {
+        Piece q = p;
+        q.i0 = p.i0 + blocks * s / parts * mb;
+        q.i1 = std::min(p.i1, p.i0 + blocks * (s + 1) / parts * mb);
+        q.flops = p.flops / (p.i1 - p.i0) * (q.i1 - q.i0);
+        out.push_back(q);
+      }
     }
+    pieces = std::move(out);
   }
 
   /// The calling thread's packed panels, kept between calls (grows to the largest).
@@ -279,14 +291,15 @@ struct cpu_gemm_grouped {
     }
   };
 
-  /// An epilogue told rows relative to a group, passed rows of all of C.
+  /// An epilogue told rows relative to a group and columns relative to a
+  /// slab, passed rows of all of C and columns of all of n.
   template <class Epilogue>
   struct offset_epilogue {
     const Epilogue& epi;
-    std::size_t first_row;
+    std::size_t first_row, first_col;
     void operator()(float* c, std::size_t ldc, std::size_t row, std::size_t col, std::size_t rows,
                     std::size_t cols) const {
-      epi(c, ldc, first_row + row, col, rows, cols);
+      epi(c, ldc, first_row + row, first_col + col, rows, cols);
     }
   };
 
