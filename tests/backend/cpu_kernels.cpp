@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -127,6 +128,60 @@ TEST_CASE("softmax rows: sums to one, stable for large inputs, log form", "[back
   REQUIRE(y[2] == Approx(e * e / z));
   for (std::size_t i = 0; i < 6; ++i) REQUIRE(std::exp(ly[i]) == Approx(y[i]));
   REQUIRE(y[3] + y[4] + y[5] == Approx(1.0));
+}
+
+TEST_CASE("softmax rows in float (vector code): against double, masked entries, backward passes",
+          "[backend][softmax]") {
+  // Rows of 1 to 67 columns (vector bodies and remainders), logits in [-30, 30], a few -inf (masked).
+  for (const std::size_t cols : {std::size_t{1}, std::size_t{8}, std::size_t{17}, std::size_t{64}, std::size_t{67}}) {
+    CAPTURE(cols);
+    const std::size_t rows = 40;
+    const auto r = random_vector(rows * cols, 31 + cols), g = random_vector(rows * cols, 41 + cols);
+    std::vector<float> x(rows * cols), dy(rows * cols);
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      x[i] = static_cast<float>(30 * r[i]);
+      dy[i] = static_cast<float>(g[i]);
+    }
+    for (std::size_t i = 0; i < rows; i += 3)
+      if (cols > 1) x[i * cols + i % cols] = -std::numeric_limits<float>::infinity();
+    std::vector<float> y(x.size()), ly(x.size()), dx(x.size()), dlx(x.size());
+    K::softmax_rows(rows, cols, x.data(), y.data());
+    K::log_softmax_rows(rows, cols, x.data(), ly.data());
+    K::softmax_rows_backward(rows, cols, y.data(), dy.data(), dx.data());
+    K::log_softmax_rows_backward(rows, cols, ly.data(), dy.data(), dlx.data());
+    double p_err = 0, lp_err = 0, dx_err = 0, dlx_err = 0;
+    std::size_t masked_nonzero = 0;
+    for (std::size_t i = 0; i < rows; ++i) {
+      const float* xr = x.data() + i * cols;
+      const double m = *std::max_element(xr, xr + cols);
+      double z = 0, dot = 0, gsum = 0;
+      for (std::size_t c = 0; c < cols; ++c) z += std::exp(double(xr[c]) - m);
+      for (std::size_t c = 0; c < cols; ++c) {
+        const double p = std::exp(double(xr[c]) - m) / z;
+        dot += double(dy[i * cols + c]) * y[i * cols + c];
+        gsum += dy[i * cols + c];
+        if (std::isinf(xr[c])) {
+          masked_nonzero += y[i * cols + c] != 0.0f;
+          continue;
+        }
+        // x - max is rounded to float first (as in any float softmax): e^d then carries |d|·2^-24 relative
+        const double d = double(xr[c]) - m, rounding = 1e-6 + std::fabs(d) * 0x1p-23;
+        p_err = std::max(p_err, std::fabs(y[i * cols + c] - p) / std::max(p, 1e-30) / rounding);
+        lp_err = std::max(lp_err, std::fabs(ly[i * cols + c] - (double(xr[c]) - m - std::log(z))) /
+                                      std::max(1.0, std::fabs(double(xr[c]) - m - std::log(z))));
+      }
+      for (std::size_t c = 0; c < cols; ++c) {
+        const std::size_t at = i * cols + c;
+        dx_err = std::max(dx_err, std::fabs(dx[at] - double(y[at]) * (dy[at] - dot)));
+        dlx_err = std::max(dlx_err, std::fabs(dlx[at] - (dy[at] - std::exp(double(ly[at])) * gsum)));
+      }
+    }
+    CHECK(p_err < 1);  // within the rounding above, down to probabilities of e^-60
+    CHECK(lp_err < 2e-6);
+    CHECK(dx_err < 1e-6);
+    CHECK(dlx_err < 1e-5);
+    CHECK(masked_nonzero == 0);  // a -inf logit gets probability exactly 0
+  }
 }
 
 TEST_CASE("top-k rows: order and tie-breaking", "[backend][top_k]") {

@@ -1,12 +1,20 @@
 // moekit/backend/cpu/softmax.hpp — numerically stable softmax and log-softmax
-// over the rows of a (rows, cols) matrix, and their backward passes.
+// over the rows of a (rows, cols) matrix, and their backward passes. Float
+// rows of at least vector_cols entries run as vector code: e^x by exp_approx
+// (~1 ulp; exactly 0 below e^-87, so a masked -inf logit gets probability 0),
+// sums and maxima as SIMD reductions (a fixed order per row, whatever the
+// threads). Narrower rows (a router over 8 experts) and double (gradient
+// checks) keep std::exp and sequential sums: there a vector loop's set-up
+// and horizontal sums cost more than the scalar loop (8 columns: 2x slower).
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <limits>
+#include <type_traits>
 
+#include "../../core/fast_exp.hpp"
 #include "parallel.hpp"
 
 namespace moekit::detail {
@@ -15,13 +23,22 @@ struct cpu_softmax {
   /// out[r] = exp(x[r] - max) / sum(exp(x[r] - max)).
   template <class T>
   static void softmax_rows(std::size_t rows, std::size_t cols, const T* in, T* out) {
-    rows_loop(rows, cols, [&](const T* x, T* y) {
-      const T m = row_max(x, cols);
-      T sum = 0;
+    rows_loop(rows, cols, [&](const T* x, T* y) { softmax_row(cols, x, y); }, in, out);
+  }
+
+  /// One row of softmax_rows, on the calling thread.
+  template <class T>
+  static void softmax_row(std::size_t cols, const T* x, T* y) {
+    const T m = row_max(x, cols);
+    T sum = 0;
+    if (vector_row<T>(cols)) {
+#pragma omp simd reduction(+ : sum)
+      for (std::size_t c = 0; c < cols; ++c) sum += y[c] = exp_or_zero(x[c] - m);
+    } else {
       for (std::size_t c = 0; c < cols; ++c) sum += y[c] = std::exp(x[c] - m);
-      const T inv = T(1) / sum;
-      for (std::size_t c = 0; c < cols; ++c) y[c] *= inv;
-    }, in, out);
+    }
+    const T inv = T(1) / sum;
+    for (std::size_t c = 0; c < cols; ++c) y[c] *= inv;
   }
 
   /// out[r] = x[r] - max - log(sum(exp(x[r] - max))).
@@ -30,7 +47,12 @@ struct cpu_softmax {
     rows_loop(rows, cols, [&](const T* x, T* y) {
       const T m = row_max(x, cols);
       T sum = 0;
-      for (std::size_t c = 0; c < cols; ++c) sum += std::exp(x[c] - m);
+      if (vector_row<T>(cols)) {
+#pragma omp simd reduction(+ : sum)
+        for (std::size_t c = 0; c < cols; ++c) sum += exp_or_zero(x[c] - m);
+      } else {
+        for (std::size_t c = 0; c < cols; ++c) sum += std::exp(x[c] - m);
+      }
       const T shift = m + std::log(sum);
       for (std::size_t c = 0; c < cols; ++c) y[c] = x[c] - shift;
     }, in, out);
@@ -43,7 +65,12 @@ struct cpu_softmax {
       for (std::size_t r = lo; r < hi; ++r) {
         const T *yr = y + r * cols, *g = dy + r * cols;
         T dot = 0;
-        for (std::size_t c = 0; c < cols; ++c) dot += g[c] * yr[c];
+        if (vector_row<T>(cols)) {
+#pragma omp simd reduction(+ : dot)
+          for (std::size_t c = 0; c < cols; ++c) dot += g[c] * yr[c];
+        } else {
+          for (std::size_t c = 0; c < cols; ++c) dot += g[c] * yr[c];
+        }
         for (std::size_t c = 0; c < cols; ++c) dx[r * cols + c] = yr[c] * (g[c] - dot);
       }
     });
@@ -56,17 +83,45 @@ struct cpu_softmax {
       for (std::size_t r = lo; r < hi; ++r) {
         const T *yr = y + r * cols, *g = dy + r * cols;
         T sum = 0;
-        for (std::size_t c = 0; c < cols; ++c) sum += g[c];
-        for (std::size_t c = 0; c < cols; ++c) dx[r * cols + c] = g[c] - std::exp(yr[c]) * sum;
+        if (vector_row<T>(cols)) {
+#pragma omp simd reduction(+ : sum)
+          for (std::size_t c = 0; c < cols; ++c) sum += g[c];
+#pragma omp simd
+          for (std::size_t c = 0; c < cols; ++c) dx[r * cols + c] = g[c] - exp_or_zero(yr[c]) * sum;
+        } else {
+          for (std::size_t c = 0; c < cols; ++c) sum += g[c];
+          for (std::size_t c = 0; c < cols; ++c) dx[r * cols + c] = g[c] - std::exp(yr[c]) * sum;
+        }
       }
     });
   }
 
  private:
+  /// Float rows at least this wide run as vector code (softmax of 64 columns
+  /// 9x faster than with std::exp; see the header for narrower rows).
+  static constexpr std::size_t vector_cols = 32;
+  template <class T>
+  static bool vector_row(std::size_t cols) noexcept {
+    if constexpr (std::is_same_v<T, float>) return cols >= vector_cols;
+    else return false;
+  }
+
+  /// e^d in float, and exactly 0 below e^-87 (as std::exp rounds to float;
+  /// exp_approx alone stops at e^-87).
+  static MOEKIT_ALWAYS_INLINE float exp_or_zero(float d) {
+    const float e = exp_approx(d);
+    return d < -87.0f ? 0.0f : e;
+  }
+
   template <class T>
   static T row_max(const T* x, std::size_t cols) {
     T m = -std::numeric_limits<T>::infinity();
-    for (std::size_t c = 0; c < cols; ++c) m = std::max(m, x[c]);
+    if (vector_row<T>(cols)) {
+#pragma omp simd reduction(max : m)
+      for (std::size_t c = 0; c < cols; ++c) m = x[c] > m ? x[c] : m;
+    } else {
+      for (std::size_t c = 0; c < cols; ++c) m = std::max(m, x[c]);
+    }
     return m;
   }
   template <class T, class F>

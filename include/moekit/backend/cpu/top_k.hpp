@@ -30,7 +30,7 @@ struct cpu_top_k {
     parallel_for(rows, cols * 12, [&](std::size_t lo, std::size_t hi) {
       for (std::size_t r = lo; r < hi; ++r) {
         T* p = probs + r * cols;
-        cpu_softmax::softmax_rows(1, cols, logits + r * cols, p);  // one row: runs inline
+        cpu_softmax::softmax_row(cols, logits + r * cols, p);
         if (k != 0) select_row(cols, k, p, values + r * k, indices + r * k);
       }
     });

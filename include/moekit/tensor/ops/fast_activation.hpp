@@ -4,10 +4,9 @@
 // forward+backward); the float forms here are branch-free polynomials of
 // about 1e-7 relative error, so `#pragma omp simd` loops turn them into
 // vector code. Double keeps the exact library functions (gradient checks).
-// GCC vectorises them only with -fno-trapping-math: under the default
-// -ftrapping-math it turns the clamp in exp_approx into branches, and the
-// loop stays scalar (5x slower). moekit's own targets set it (MOEKIT_NATIVE);
-// add it to your project's flags too (it changes no result).
+// GCC vectorises them only with -fno-trapping-math (core/fast_exp.hpp says
+// why); moekit's own targets set it (MOEKIT_NATIVE); add it to your
+// project's flags too (it changes no result).
 #pragma once
 
 #include <bit>
@@ -17,40 +16,12 @@
 #include <type_traits>
 
 #include "../../core/dtype.hpp"
+#include "../../core/fast_exp.hpp"
 #include "../../core/host_device.hpp"
-
-// The approximations must inline into the map loops to vectorise there;
-// GCC's size heuristics would otherwise keep normal_cdf an out-of-line call.
-#if defined(__GNUC__) || defined(__clang__)
-#define MOEKIT_ALWAYS_INLINE __attribute__((always_inline)) inline
-#else
-#define MOEKIT_ALWAYS_INLINE inline
-#endif
 
 namespace moekit {
 
 namespace detail {
-
-/// e^x in float, relative error ~1 ulp, for x in [-87, 88] (clamped there:
-/// results stay normal and finite).
-MOEKIT_HOST_DEVICE MOEKIT_ALWAYS_INLINE float exp_approx(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-  // x = n·ln2 + r with n integral and |r| <= ln2/2; round by the 1.5·2^23 trick.
-  const float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f;
-  float r = x - n * 0.693145751953125f;  // ln2, high bits (exact product)
-  r = r - n * 1.42860682e-6f;            // ln2, the rest
-  // Taylor series of e^r to degree 7: truncation error < 5e-9 on |r| <= 0.35.
-  float p = 1.0f / 5040.0f;
-  p = p * r + 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const auto bits = static_cast<std::uint32_t>(static_cast<std::int32_t>(n) + 127) << 23;  // 2^n
-  return p * std::bit_cast<float>(bits);
-}
 
 /// P(X > a) = erfc(a/√2)/2 for a >= 0 and X standard normal, in float, with
 /// relative error ~3e-7: erfc(z) = t·e^(P(t) - z²) with t = 1/(1 + z/2) and P
