@@ -2,8 +2,9 @@
 // biases) on the configurations of PERFORMANCE.md, timed interleaved in one
 // run: the C configurations (GELU FFN experts, 2 matrices) on the CPU, the G
 // configurations (SwiGLU experts, 3 matrices) on the GPU:
-//   1. forward and forward+backward (loss = sum(y ⊙ G), G fixed and random),
-//      as the PyTorch baselines (bench/python/moe_torch.py, moe_torch_cuda.py) do;
+//   1. forward and forward+backward (the output's gradient seeded with G,
+//      fixed and random: tape.backward(y, G), no loss op), as the PyTorch
+//      baselines (bench/python/moe_torch.py, moe_torch_cuda.py) do (y.backward(G));
 //   2. one forward split into its stages by calling the public ops the layer
 //      calls: router.route, dispatch (gather), the expert bank, the weighted combine;
 //   3. the expert GEMMs alone (grouped, over the layer's real offsets) against
@@ -166,7 +167,7 @@ void dump(const config& c, Layer& layer, const X& x, const X& G, const std::stri
   tape t;
   auto xv = t.variable(x);
   auto y = layer(xv);
-  t.backward(sum(y * t.input(G)));
+  t.backward(y, G);  // dL/dy = G
 
   std::vector<io::tensor_record> records{io::record_of("x", x), io::record_of("G", G),
                                          io::record_of("out", y.value()), io::record_of("grad.x", xv.grad())};
@@ -201,7 +202,7 @@ std::size_t host_syncs_per_step(const config& c, const options& o) {
   {
     tape t;
     auto y = layer(t.variable(xd));
-    t.backward(sum(y * t.input(Gd)));
+    t.backward(y, Gd);
   }
   return moekit::metered_device::host_reads() - before;
 }
@@ -384,7 +385,7 @@ void bench_config(const config& c, const options& o, const device_info& dev) {
   auto forward_backward = [&] {
     tape t;
     auto y = layer(t.variable(x));
-    t.backward(sum(y * t.input(G)));
+    t.backward(y, G);  // dL/dy = G
   };
   // moe::layer::operator() step by step, through the same public calls.
   stage_times st;

@@ -13,7 +13,8 @@ renormalise. Two implementations run on identical inputs and weights:
                      gate-weighted index_add back (torch >= 2.8 on sm_90)
 
 Protocol (PERFORMANCE.md): outputs and every gradient of the two agree first
-(bf16 tolerances), then forward and forward+backward (loss = sum(out * G)) are
+(bf16 tolerances), then forward and forward+backward (the output's gradient
+seeded with G: out.backward(G)) are
 timed interleaved with CUDA events on one stream, >= 3 warm-ups, median and
 spread of the timed repetitions, next to a dense cuBLAS bf16 GEMM of the same
 total size and the device-to-device copy bandwidth, measured in the same
@@ -196,7 +197,7 @@ def outputs_and_grads(fn, x, w, G):
     w.zero_grad()
     xv = x.detach().clone().requires_grad_()
     out = fn(xv)
-    (out * G).sum().backward()
+    out.backward(G)
     return [out.detach(), xv.grad] + [p.grad.detach().clone() for p in w.params()]
 
 
@@ -357,7 +358,7 @@ def bench_config(name, skew, a, gpu, copy_bw):
     runs = [dense]
     for _, fn in impls:
         runs.append(lambda fn=fn: fn(x))
-        runs.append(lambda fn=fn: (fn(x) * G).sum().backward())
+        runs.append(lambda fn=fn: fn(x).backward(G))
     s = interleaved(runs, a.warmup, a.reps)
     flop = forward_flop(c)
     ceiling_gflops = flop / (s[0]["median_ms"] * 1e6)

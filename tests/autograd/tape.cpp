@@ -2,7 +2,10 @@
 // the same seed and inputs give bitwise identical results.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <vector>
 
 #include <moekit.hpp>
 
@@ -74,6 +77,63 @@ TEST_CASE("parameters: accumulate across steps until zero_grad", "[autograd][par
   auto copy = w;  // deep copy
   copy.value()(0, 0) = 9;
   REQUIRE(w.value()(0, 0) == 1);
+}
+
+TEST_CASE("parameters: product gradients sum into the gradient in place from the second step",
+          "[autograd][parameter]") {
+  // matmul, bmm and the grouped FFN: step 2's weight gradient is a beta = 1
+  // GEMM into step 1's (the same buffer), equal to the sum of the two steps'
+  // gradients taken one at a time.
+  rng g(5);
+  auto check = [](auto& param, auto&& step) {
+    auto fresh = param;  // a deep copy, no gradient yet
+    step(param, 0);
+    const float* buffer = param.grad().data();
+    const auto first = param.grad().clone();
+    step(param, 1);
+    step(fresh, 1);
+    CHECK(param.grad().data() == buffer);
+    double worst = 0;
+    for (std::size_t i = 0; i < first.size(); ++i) {
+      const double want = double(first.data()[i]) + fresh.grad().data()[i];
+      const double err = std::fabs(param.grad().data()[i] - want) / (1 + std::fabs(want));
+      if (!(err <= worst)) worst = err;  // a NaN sticks
+    }
+    CHECK(worst < 1e-5);
+  };
+  // Step i's input and output gradient: x[i] (70, 48) and dy[i] (70, 40), or both as (2, 35, ·) for bmm.
+  const std::vector<tensor<float, shape<dyn, dyn>>> x{normal<float>(g, shape<dyn, dyn>{70, 48}),
+                                                      normal<float>(g, shape<dyn, dyn>{70, 48})};
+  const std::vector<tensor<float, shape<dyn, dyn>>> dy{normal<float>(g, shape<dyn, dyn>{70, 40}),
+                                                       normal<float>(g, shape<dyn, dyn>{70, 40})};
+  auto batched = [](const auto& t) { return t.reshape(shape<dyn, dyn, dyn>{2, 35, t.extent(1)}); };
+  SECTION("matmul") {
+    parameter<float, shape<dyn, dyn>> w(normal<float>(g, shape<dyn, dyn>{48, 40}));
+    check(w, [&](auto& p, std::size_t i) {
+      tape t;
+      t.backward(matmul(t.input(x[i]), p), dy[i]);
+    });
+  }
+  SECTION("bmm") {
+    parameter<float, shape<dyn, dyn, dyn>> w(normal<float>(g, shape<dyn, dyn, dyn>{2, 48, 40}));
+    check(w, [&](auto& p, std::size_t i) {
+      tape t;
+      t.backward(bmm(t.input(batched(x[i])), p), batched(dy[i]));
+    });
+  }
+  SECTION("grouped_ffn, both weights") {
+    const auto offsets = from_values<index_t>(shape<dyn>{3}, {0, 20, 70});
+    parameter<float, shape<dyn, dyn, dyn>> w1(normal<float>(g, shape<dyn, dyn, dyn>{2, 48, 64}));
+    parameter<float, shape<dyn, dyn, dyn>> w2(normal<float>(g, shape<dyn, dyn, dyn>{2, 64, 40}));
+    auto step_with = [&](auto& p1, auto& p2, std::size_t i) {
+      tape t;
+      t.backward(grouped_ffn(t.input(x[i]), p1, p2, offsets, fn::gelu_fast{}, fn::gelu_fast_backward{}), dy[i]);
+    };
+    auto w2_fixed = w2;
+    check(w1, [&](auto& p, std::size_t i) { step_with(p, w2_fixed, i); });
+    auto w1_fixed = w1;
+    check(w2, [&](auto& p, std::size_t i) { step_with(w1_fixed, p, i); });
+  }
 }
 
 TEST_CASE("parameters: ops on parameters alone use the current tape", "[autograd][parameter]") {

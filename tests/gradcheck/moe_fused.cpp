@@ -59,6 +59,27 @@ TEST_CASE("gradcheck: grouped_matmul_activation (bias and activation in the GEMM
   }, x, w);
 }
 
+TEST_CASE("gradcheck: grouped_ffn (the activation's derivative in the hidden gradient's GEMM)",
+          "[gradcheck][moe][grouped]") {
+  rng g(17);
+  const auto offsets = offsets_of({0, 2, 2, 5});  // groups of 2, 0 and 3 rows
+  auto x = randn(g, shape<dyn, dyn>{5, 4});       // (A, k)
+  auto w1 = randn(g, shape<dyn, 4, 3>{3});        // (G, k, F)
+  auto b1 = randn(g, shape<dyn, 3>{3});           // (G, F)
+  auto w2 = randn(g, shape<dyn, 3, 2>{3});        // (G, F, n)
+  REQUIRE_GRADIENTS([&](auto xv, auto w1v, auto bv, auto w2v) {
+    return grouped_ffn(xv, w1v, bv, w2v, offsets, fn::gelu_fast{}, fn::gelu_fast_backward{});
+  }, x, w1, b1, w2);
+  REQUIRE_GRADIENTS([&](auto xv, auto w1v, auto w2v) {
+    return grouped_ffn(xv, w1v, w2v, offsets, fn::silu_fast{}, fn::silu_fast_backward{});
+  }, x, w1, w2);
+  // w1 also used elsewhere: its gradients add up.
+  REQUIRE_GRADIENTS([&](auto xv, auto w1v, auto w2v) {
+    auto y = grouped_ffn(xv, w1v, w2v, offsets, fn::relu{}, fn::relu_backward{});  // (A, n)
+    return concat<1>(y, grouped_matmul(xv, w1v, offsets));
+  }, x, w1, w2);
+}
+
 TEST_CASE("gradcheck: weighted_scatter_add_rows", "[gradcheck][moe][combine]") {
   rng g(12);
   // Five source rows into four output rows; row 1 gets three of them, row 2 none.

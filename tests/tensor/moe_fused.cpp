@@ -263,6 +263,42 @@ TEST_CASE("grouped_matmul_activation equals grouped_matmul then grouped_bias_act
                     shape_error);
 }
 
+TEST_CASE("grouped_ffn equals grouped_matmul_activation then grouped_matmul: the same bits, values and gradients",
+          "[tensor][grouped][gemm]") {
+  rng g(29);
+  const auto offsets = offsets_of({0, 3, 3, 90, 161});  // a few-row group (unpacked), an empty one, two packed
+  const std::size_t rows = 161, k = 70, f = 300, n = 45;  // f: two column slabs of the hidden gradient's GEMM
+  auto x = normal<float>(g, shape<dyn, dyn>{rows, k});
+  auto w1 = normal<float>(g, shape<dyn, dyn, dyn>{4, k, f});
+  auto b1 = normal<float>(g, shape<dyn, dyn>{4, f});
+  auto w2 = normal<float>(g, shape<dyn, dyn, dyn>{4, f, n});
+  auto G = normal<float>(g, shape<dyn, dyn>{rows, n});
+  auto run = [&](bool fused) {
+    tape t;
+    auto xv = t.variable(x);
+    auto w1v = t.variable(w1), w2v = t.variable(w2);
+    auto b1v = t.variable(b1);
+    auto y = fused ? grouped_ffn(xv, w1v, b1v, w2v, offsets, fn::gelu_fast{}, fn::gelu_fast_backward{})
+                   : grouped_matmul(grouped_matmul_activation(xv, w1v, b1v, offsets, fn::gelu_fast{},
+                                                              fn::gelu_fast_backward{}),
+                                    w2v, offsets);
+    t.backward(y, G);
+    return std::array{y.value().clone().reshape(shape<dyn>{rows * n}), xv.grad().clone().reshape(shape<dyn>{rows * k}),
+                      w1v.grad().clone().reshape(shape<dyn>{4 * k * f}), b1v.grad().clone().reshape(shape<dyn>{4 * f}),
+                      w2v.grad().clone().reshape(shape<dyn>{4 * f * n})};
+  };
+  const auto fused = run(true), plain = run(false);
+  for (std::size_t i = 0; i < fused.size(); ++i) {
+    CAPTURE(i);  // out, dx, dw1, db1, dw2: df in the GEMM's output pass gives what a pass of its own gives
+    CHECK(max_abs_diff(fused[i], plain[i]) == 0.0);
+  }
+  tape t;
+  auto w2_bad = normal<float>(g, shape<dyn, dyn, dyn>{4, f + 1, n});
+  REQUIRE_THROWS_AS(grouped_ffn(t.variable(x), t.variable(w1), t.variable(w2_bad), offsets, fn::relu{},
+                                fn::relu_backward{}),
+                    shape_error);
+}
+
 TEST_CASE("grouped GEMMs equal per-group matmuls at odd sizes", "[tensor][grouped][gemm]") {
   // n not a multiple of any panel width, an empty group, groups across the 96-row blocks.
   rng g(27);

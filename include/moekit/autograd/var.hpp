@@ -24,12 +24,16 @@ struct grad_cell {
   void accumulate(tensor<T, S, B> dx) {
     if (!grad.defined()) {
       grad = std::move(dx);
-    } else if (persistent || grad.use_count() == 1) {
+    } else if (writable()) {
       add_into(grad, dx);
     } else {
       grad = grad + dx;  // shared with another cell: never write through it
     }
   }
+
+  /// Whether a new gradient may be added straight into `grad`: it exists and
+  /// is this cell's own (a parameter's, or not shared with another cell).
+  bool writable() const noexcept { return grad.defined() && (persistent || grad.use_count() == 1); }
 };
 
 }  // namespace detail
@@ -73,6 +77,17 @@ class var {
     if (!cell_) return;
     if constexpr (std::is_same_v<S, S2>) cell_->accumulate(dx);
     else cell_->accumulate(shape_cast<S>(dx));
+  }
+
+  /// Adds a gradient that add_to(grad) can sum straight into the existing
+  /// gradient tensor (a GEMM with beta = 1: no temporary, no add pass: a
+  /// parameter's gradient after the first step), or that make() returns as
+  /// a new tensor otherwise. The two differ only in rounding order.
+  template <class Make, class AddTo>
+  void accumulate_with(Make&& make, AddTo&& add_to) const {
+    if (!cell_) return;
+    if (cell_->writable()) add_to(cell_->grad);
+    else accumulate(make());
   }
 
  protected:

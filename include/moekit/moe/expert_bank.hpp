@@ -83,13 +83,14 @@ H bias_activate(const H& h, const V& b, const group_offsets<B>& offsets) {
   else return activate<A>(h);
 }
 
-/// act(x·W_g + b_g) per group (without biases act(x·W_g)): one grouped GEMM
-/// whose output pass adds the bias and applies the activation.
-template <activation A, bool Bias, class X, class W, class V, class B>
-auto linear_activate(const X& x, const W& w, const V& b, const group_offsets<B>& offsets) {
+/// act(x·W1_g + b1_g)·W2_g per group (without biases act(x·W1_g)·W2_g): one
+/// op whose backward applies the activation's derivative in the output pass
+/// of the GEMM that gives the hidden gradient.
+template <activation A, bool Bias, class X, class W1, class V, class W2, class B>
+auto ffn(const X& x, const W1& w1, const V& b1, const W2& w2, const group_offsets<B>& offsets) {
   using F = activation_fn<A>;
-  if constexpr (Bias) return grouped_matmul_activation(x, w, b, offsets, typename F::forward{}, typename F::backward{});
-  else return grouped_matmul_activation(x, w, offsets, typename F::forward{}, typename F::backward{});
+  if constexpr (Bias) return grouped_ffn(x, w1, b1, w2, offsets, typename F::forward{}, typename F::backward{});
+  else return grouped_ffn(x, w1, w2, offsets, typename F::forward{}, typename F::backward{});
 }
 
 /// Regroups every stacked parameter of `bank` (leading axis: weight set) from
@@ -176,8 +177,7 @@ struct ffn_expert {
     /// rows (A, D) grouped by weight set -> (A, D); offsets (G + 1) on B.
     template <class S>
     auto operator()(const var<T, S, B>& rows, const group_offsets<B>& offsets) const {
-      auto h = detail::linear_activate<Act, Bias>(rows, w1_, b1_, offsets);  // (A, F)
-      auto y = grouped_matmul(h, w2_, offsets);                                                    // (A, D)
+      auto y = detail::ffn<Act, Bias>(rows, w1_, b1_, w2_, offsets);  // (A, D): act(rows·W1 + b1)·W2
       if constexpr (Bias) y = add_grouped_rows(y, b2_, offsets);
       return y;
     }

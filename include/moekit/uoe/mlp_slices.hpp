@@ -54,8 +54,7 @@ class mlp_slices {
   /// rows (A, d) grouped by expert -> (A, d); offsets (E + 1) on B.
   template <class S>
   auto operator()(const var<T, S, B>& rows, const group_offsets<B>& offsets) const {
-    auto h = moe::detail::linear_activate<Act, true>(rows, w1_, b1_, offsets);  // (A, Fe)
-    return grouped_matmul(h, w2_, offsets);                                                           // (A, d)
+    return moe::detail::ffn<Act, true>(rows, w1_, b1_, w2_, offsets);  // (A, d), through (A, Fe)
   }
 
   std::size_t experts() const noexcept { return w1_.extent(0); }

@@ -9,12 +9,23 @@
 
 namespace moekit {
 
+namespace detail {
+/// w's gradient += Xᵀ·D per group, summed straight into a gradient already
+/// there (an expert weight's after the first step) as a beta = 1 GEMM.
+template <class T, class SW, class SX, class SD, class B>
+void accumulate_grouped_reduce(const var<T, SW, B>& w, const tensor<T, SX, B>& x, const tensor<T, SD, B>& d,
+                               const group_offsets<B>& offsets) {
+  w.accumulate_with([&] { return grouped_matmul_reduce(x, d, offsets, w.shape()); },
+                    [&](auto& grad) { grouped_matmul_reduce_add_into(x, d, offsets, grad); });
+}
+}  // namespace detail
+
 /// (A, k) rows grouped by `offsets` times stacked weights w (G, k, n): (A, n).
 template <class T, class SX, class SW, class B>
 auto grouped_matmul(const var<T, SX, B>& x, const var<T, SW, B>& w, const group_offsets<B>& offsets) {
   return record("grouped_matmul", grouped_matmul(x.value(), w.value(), offsets), [x, w, offsets](const auto& dy) {
     if (x.requires_grad()) x.accumulate(grouped_matmul<true>(dy, w.value(), offsets));          // dY·Wᵀ per group
-    if (w.requires_grad()) w.accumulate(grouped_matmul_reduce(x.value(), dy, offsets, w.shape()));  // Xᵀ·dY per group
+    if (w.requires_grad()) detail::accumulate_grouped_reduce(w, x.value(), dy, offsets);          // Xᵀ·dY per group
   }, x, w);
 }
 
@@ -27,11 +38,29 @@ auto grouped_matmul_activation(const var<T, SX, B>& x, const var<T, SW, B>& w, c
   auto backward = [x, w, b = b ? *b : var<T, SB, B>{}, offsets, z = std::move(z), df](const auto& dy) {
     const auto dz = zip("grouped_matmul_activation backward", z, dy, df);  // (A, n): dy · f'(z)
     if (x.requires_grad()) x.accumulate(grouped_matmul<true>(dz, w.value(), offsets));          // dZ·Wᵀ per group
-    if (w.requires_grad()) w.accumulate(grouped_matmul_reduce(x.value(), dz, offsets, w.shape()));  // Xᵀ·dZ per group
+    if (w.requires_grad()) accumulate_grouped_reduce(w, x.value(), dz, offsets);                  // Xᵀ·dZ per group
     if (b.requires_grad()) b.accumulate(grouped_column_sums(dz, offsets, b.shape()));
   };
   if (b) return record("grouped_matmul_activation", std::move(y), std::move(backward), x, w, *b);
   return record("grouped_matmul_activation", std::move(y), std::move(backward), x, w);
+}
+
+/// grouped_ffn with the bias optional (b null: none).
+template <class F, class DF, class T, class SX, class SW1, class SB, class SW2, class B>
+auto grouped_ffn(const var<T, SX, B>& x, const var<T, SW1, B>& w1, const var<T, SB, B>* b, const var<T, SW2, B>& w2,
+                 const group_offsets<B>& offsets, F f, DF df) {
+  auto [z, h] = grouped_matmul_activation(x.value(), w1.value(), b ? &b->value() : nullptr, offsets, f);  // (A, F)
+  auto y = grouped_matmul(h, w2.value(), offsets);                                                        // (A, D)
+  auto backward = [x, w1, b = b ? *b : var<T, SB, B>{}, w2, offsets, z = std::move(z), h = std::move(h),
+                   df](const auto& dy) {
+    const auto dz = grouped_matmul_activation_backward(dy, w2.value(), z, offsets, df);  // (A, F): f'(z)·dY·W2ᵀ
+    if (w2.requires_grad()) accumulate_grouped_reduce(w2, h, dy, offsets);             // Hᵀ·dY per group
+    if (x.requires_grad()) x.accumulate(grouped_matmul<true>(dz, w1.value(), offsets));  // dZ·W1ᵀ per group
+    if (w1.requires_grad()) accumulate_grouped_reduce(w1, x.value(), dz, offsets);     // Xᵀ·dZ per group
+    if (b.requires_grad()) b.accumulate(grouped_column_sums(dz, offsets, b.shape()));
+  };
+  if (b) return record("grouped_ffn", std::move(y), std::move(backward), x, w1, *b, w2);
+  return record("grouped_ffn", std::move(y), std::move(backward), x, w1, w2);
 }
 }  // namespace detail
 
@@ -50,6 +79,23 @@ auto grouped_matmul_activation(const var<T, SX, B>& x, const var<T, SW, B>& w, c
                                DF df) {
   return detail::grouped_matmul_activation(x, w, static_cast<const var<T, shape<dyn, dyn>, B>*>(nullptr), offsets, f,
                                            df);
+}
+
+/// f(x·W1_g + b1_g)·W2_g for the rows of each group g: a two-matrix expert FFN
+/// as one op, equal to grouped_matmul(grouped_matmul_activation(...), w2).
+/// Its backward applies df in the output pass of the GEMM that gives the
+/// hidden layer's gradient (dY·W2ᵀ, on the CPU in float) instead of a pass
+/// of its own. x (A, k), w1 (G, k, F), b1 (G, F), w2 (G, F, n): (A, n).
+template <class F, class DF, class T, class SX, class SW1, class SB, class SW2, class B>
+auto grouped_ffn(const var<T, SX, B>& x, const var<T, SW1, B>& w1, const var<T, SB, B>& b1,
+                 const var<T, SW2, B>& w2, const group_offsets<B>& offsets, F f, DF df) {
+  return detail::grouped_ffn(x, w1, &b1, w2, offsets, f, df);
+}
+/// The same without a bias: f(x·W1_g)·W2_g.
+template <class F, class DF, class T, class SX, class SW1, class SW2, class B>
+auto grouped_ffn(const var<T, SX, B>& x, const var<T, SW1, B>& w1, const var<T, SW2, B>& w2,
+                 const group_offsets<B>& offsets, F f, DF df) {
+  return detail::grouped_ffn(x, w1, static_cast<const var<T, shape<dyn, dyn>, B>*>(nullptr), w2, offsets, f, df);
 }
 
 /// h[r] + b[g] for the rows r of each group g: h (A, n), b (G, n).

@@ -61,6 +61,18 @@ struct cpu_gemm_grouped {
     gemm_grouped_epilogue(false, groups, offsets, k, n, 1.0f, x, w, k * n, 0.0f, y, epi);
   }
 
+  /// float: dz = df(z, dy·op(W_g)) per group, df applied to each tile of the
+  /// product while it is in cache: the gradient through an activation f whose
+  /// output fed the grouped GEMM with weights w (no separate pass over dz).
+  /// dy (rows, k), w (G, ...) stride k·n read as op(W_g) (k, n), z and dz (rows, n).
+  template <class DF>
+  static void gemm_grouped_activation_backward(bool trans_w, std::size_t groups, const index_t* offsets,
+                                               std::size_t k, std::size_t n, const float* dy, const float* w,
+                                               const float* z, DF df, float* dz) {
+    gemm_grouped_epilogue(trans_w, groups, offsets, k, n, 1.0f, dy, w, k * n, 0.0f, dz,
+                          activation_backward<DF>{z, n, df});
+  }
+
   /// float: gemm_grouped_reduce below (C_g = alpha · A_gᵀ · D_g + beta · C_g),
   /// on moekit's micro-kernels: D_g's rows are packed, A_gᵀ is read in place.
   static void gemm_grouped_reduce(std::size_t groups, const index_t* offsets, std::size_t m, std::size_t n, float alpha,
@@ -287,6 +299,23 @@ struct cpu_gemm_grouped {
         }
 #pragma omp simd
         for (std::size_t j = 0; j < cols; ++j) cr[j] = f(zr[j]);
+      }
+    }
+  };
+
+  /// The epilogue of gemm_grouped_activation_backward: c = df(z, c).
+  template <class DF>
+  struct activation_backward {
+    const float* z;  // (rows, n)
+    std::size_t n;
+    DF df;
+    void operator()(float* c, std::size_t ldc, std::size_t row, std::size_t col, std::size_t rows,
+                    std::size_t cols) const {
+      for (std::size_t r = 0; r < rows; ++r) {
+        float* cr = c + r * ldc;
+        const float* zr = z + (row + r) * n + col;
+#pragma omp simd
+        for (std::size_t j = 0; j < cols; ++j) cr[j] = df(zr[j], cr[j]);
       }
     }
   };

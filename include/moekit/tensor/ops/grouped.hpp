@@ -96,6 +96,30 @@ auto grouped_matmul_activation(const tensor<T, SX, B>& x, const tensor<T, SW, B>
   }
 }
 
+/// dz = df(z, dy·W_gᵀ) for the rows of each group g: the gradient at the
+/// input z of an activation f whose output h = f(z) was multiplied by w
+/// (G, n, k) (y = h·W_g), given dy (A, k); z, dz (A, n). On the CPU in float df
+/// runs in the GEMM's output pass; elsewhere grouped_matmul, then one zip.
+template <class DF, class T, class SD, class SW, class SZ, class B>
+tensor<T, SZ, B> grouped_matmul_activation_backward(const tensor<T, SD, B>& dy, const tensor<T, SW, B>& w,
+                                                    const tensor<T, SZ, B>& z, const group_offsets<B>& offsets,
+                                                    DF df) {
+  static_assert(SD::rank() == 2 && SW::rank() == 3 && SZ::rank() == 2,
+                "grouped_matmul_activation_backward: dy must be (rows, k), w (groups, n, k), z (rows, n)");
+  if constexpr (std::is_same_v<B, cpu> && std::is_same_v<T, float>) {
+    detail::check_offsets("grouped_matmul_activation_backward", offsets, w.extent(0), dy.extent(0));
+    if (dy.extent(1) != w.extent(2) || z.extent(0) != dy.extent(0) || z.extent(1) != w.extent(1))
+      detail::shape_mismatch("grouped_matmul_activation_backward", dy.shape().str() + " x " + w.shape().str() + "ᵀ",
+                             " with z ", z.shape().str(), "extents differ");
+    tensor<T, SZ, B> dz(z.shape());
+    kernels<cpu>::gemm_grouped_activation_backward(true, w.extent(0), offsets.data(), dy.extent(1), w.extent(1),
+                                                   dy.data(), w.data(), z.data(), df, dz.data());
+    return dz;
+  } else {
+    return shape_cast<SZ>(zip("grouped_matmul_activation_backward", z, grouped_matmul<true>(dy, w, offsets), df));
+  }
+}
+
 /// Per group g: a_gᵀ · d_g, stacked: (A, m) and (A, n) give (G, m, n).
 template <class WShape, class T, class SA, class SD, class B>
 tensor<T, WShape, B> grouped_matmul_reduce(const tensor<T, SA, B>& a, const tensor<T, SD, B>& d,
@@ -104,6 +128,19 @@ tensor<T, WShape, B> grouped_matmul_reduce(const tensor<T, SA, B>& a, const tens
   tensor<T, WShape, B> out(w_shape);
   kernels<B>::gemm_grouped_reduce(groups, offsets.data(), m, n, T(1), a.data(), d.data(), T(0), out.data(), m * n);
   return out;
+}
+
+/// out_g += A_gᵀ·D_g in place for every group g, out (G, m, n) (the beta = 1
+/// grouped_matmul_reduce: a weight gradient summed into the one already there).
+template <class T, class SA, class SD, class SO, class B>
+void grouped_matmul_reduce_add_into(const tensor<T, SA, B>& a, const tensor<T, SD, B>& d,
+                                    const group_offsets<B>& offsets, tensor<T, SO, B>& out) {
+  static_assert(SO::rank() == 3, "grouped_matmul_reduce_add_into: out must be (groups, m, n)");
+  const std::size_t groups = out.extent(0), m = a.extent(1), n = d.extent(1);
+  if (out.extent(1) != m || out.extent(2) != n || a.extent(0) != d.extent(0))
+    detail::shape_mismatch("grouped_matmul_reduce_add_into", out.shape().str(), " += per-group products of ",
+                           a.shape().str() + "ᵀ and " + d.shape().str(), "extents differ");
+  kernels<B>::gemm_grouped_reduce(groups, offsets.data(), m, n, T(1), a.data(), d.data(), T(1), out.data(), m * n);
 }
 
 namespace detail {

@@ -50,6 +50,21 @@ auto matmul(const tensor<T, SA, B>& a, const tensor<T, SB, B>& b) {
   return out;
 }
 
+/// out += op(A)·op(B) in place, out (M, N) (the beta = 1 GEMM: a weight
+/// gradient summed into the one already there).
+template <trans Tr = trans::none, class T, class SA, class SB, class SO, class B>
+void matmul_add_into(const tensor<T, SA, B>& a, const tensor<T, SB, B>& b, tensor<T, SO, B>& out) {
+  static_assert(SA::rank() == 2 && SB::rank() == 2 && SO::rank() == 2, "matmul_add_into: operands must have rank 2");
+  using dims = detail::product_dims<Tr, SA, SB>;
+  dims::check("matmul_add_into", a.shape(), b.shape());
+  const std::size_t m = a.extent(dims::m), k = a.extent(dims::ka), n = b.extent(dims::n);
+  if (out.extent(0) != m || out.extent(1) != n)
+    detail::shape_mismatch("matmul_add_into", out.shape().str(), " += product ", "(" + std::to_string(m) + ", " +
+                           std::to_string(n) + ")", "the sum's shape differs");
+  kernels<B>::gemm(detail::trans_a(Tr), detail::trans_b(Tr), m, n, k, T(1), a.data(), a.extent(1), b.data(),
+                   b.extent(1), T(1), out.data(), n);
+}
+
 /// Batched: (batch, M, K) x (batch, K, N) -> (batch, M, N).
 template <trans Tr = trans::none, class T, class SA, class SB, class B>
 auto bmm(const tensor<T, SA, B>& a, const tensor<T, SB, B>& b) {
@@ -68,6 +83,21 @@ auto bmm(const tensor<T, SA, B>& a, const tensor<T, SB, B>& b) {
                                    a.extent(1) * a.extent(2), b.data(), b.extent(2), b.extent(1) * b.extent(2), T(0),
                                    out.data(), n, m * n, batch);
   return out;
+}
+
+/// out += bmm(A, B) in place, out (batch, M, N).
+template <trans Tr = trans::none, class T, class SA, class SB, class SO, class B>
+void bmm_add_into(const tensor<T, SA, B>& a, const tensor<T, SB, B>& b, tensor<T, SO, B>& out) {
+  static_assert(SA::rank() == 3 && SB::rank() == 3 && SO::rank() == 3, "bmm_add_into: operands must have rank 3");
+  using dims = detail::product_dims<Tr, SA, SB>;
+  dims::check("bmm_add_into", a.shape(), b.shape());
+  const std::size_t batch = a.extent(0), m = a.extent(dims::m), k = a.extent(dims::ka), n = b.extent(dims::n);
+  if (b.extent(0) != batch || out.extent(0) != batch || out.extent(1) != m || out.extent(2) != n)
+    detail::shape_mismatch("bmm_add_into", out.shape().str(), " += product of ", a.shape().str() + " and " +
+                           b.shape().str(), "batch or result extents differ");
+  kernels<B>::gemm_strided_batched(detail::trans_a(Tr), detail::trans_b(Tr), m, n, k, T(1), a.data(), a.extent(2),
+                                   a.extent(1) * a.extent(2), b.data(), b.extent(2), b.extent(1) * b.extent(2), T(1),
+                                   out.data(), n, m * n, batch);
 }
 
 }  // namespace moekit
