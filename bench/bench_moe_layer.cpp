@@ -92,7 +92,7 @@ constexpr config configs[] = {
 };
 
 struct options {
-  std::string config = "C-S", backend = "cpu", dump, clock = "wall", skew = "none";
+  std::string config = "C-S", backend = "cpu", dump, clock = "wall", skew = "none", backward = "seed";
   int threads = 1, warmup = 3, reps = 15;
   std::size_t share = 1;  // slots per shared weight set (1: no sharing)
   std::size_t tokens = 0, experts = 0;  // --tokens, --experts: override the configuration's (0: keep)
@@ -385,7 +385,8 @@ void bench_config(const config& c, const options& o, const device_info& dev) {
   auto forward_backward = [&] {
     tape t;
     auto y = layer(t.variable(x));
-    t.backward(y, G);  // dL/dy = G
+    if (o.backward == "seed") t.backward(y, G);  // dL/dy = G
+    else t.backward(sum(y * t.input(G)));        // --backward loss: the same gradients through a loss op
   };
   // moe::layer::operator() step by step, through the same public calls.
   stage_times st;
@@ -454,7 +455,7 @@ void bench_config(const config& c, const options& o, const device_info& dev) {
   auto common = [&](const char* bench_name) {
     bench::json_line j;
     j.add("bench", bench_name).add("config", c.name).add("backend", dev.backend).add("dtype", "f32")
-        .add("threads", o.threads).add("clock", dev.clock).add("skew", o.skew)
+        .add("threads", o.threads).add("clock", dev.clock).add("skew", o.skew).add("backward", o.backward)
         .add("weight_sets", double(c.experts / std::max<std::size_t>(o.share, 1)));
     if (!dev.gpu.empty()) j.add("gpu", dev.gpu).add("tf32", "off").add("copy_gbps", dev.copy_gbps);
     return j;
@@ -571,6 +572,9 @@ int main(int argc, char** argv) try {
   cli.add("reps", o.reps, "timed repetitions (median reported)");
   cli.add("seed", o.seed, "weights, inputs and G");
   cli.add("share", o.share, "slots per shared weight set: slots e / n share one (a merged model; 1: none)");
+  cli.add("backward", o.backward,
+          "seed: fwd+bwd seeds the output's gradient with G (y.backward(G)); loss: through a loss sum(y * G) "
+          "(two element-wise passes and a reduction more; what this bench timed before 2026-12-07)");
   cli.add("clock", o.clock, "cpu backend: wall (steady_clock) or cpu (thread CPU time, for loaded machines; 1 thread)");
   cli.add("dump", o.dump, "directory for <config>.safetensors (inputs, weights, output, gradients)");
   cli.add("tokens", o.tokens, "tokens per batch instead of the configuration's (0: the configuration's)");
@@ -581,6 +585,8 @@ int main(int argc, char** argv) try {
     throw moekit::value_error("--clock must be wall or cpu, got " + o.clock);
   if (o.clock != "wall" && o.backend != "cpu")
     throw moekit::value_error("--clock cpu is for --backend cpu");
+  if (o.backward != "seed" && o.backward != "loss")
+    throw moekit::value_error("--backward must be seed or loss, got " + o.backward);
   if (o.skew != "none" && o.skew != "zipf")
     throw moekit::value_error("--skew must be none or zipf, got " + o.skew);
   if (o.reps < 1 || o.warmup < 0 || o.threads < 1)
