@@ -59,8 +59,8 @@ void matmul_add_into(const tensor<T, SA, B>& a, const tensor<T, SB, B>& b, tenso
   dims::check("matmul_add_into", a.shape(), b.shape());
   const std::size_t m = a.extent(dims::m), k = a.extent(dims::ka), n = b.extent(dims::n);
   if (out.extent(0) != m || out.extent(1) != n)
-    detail::shape_mismatch("matmul_add_into", out.shape().str(), " += product ", "(" + std::to_string(m) + ", " +
-                           std::to_string(n) + ")", "the sum's shape differs");
+    detail::shape_mismatch("matmul_add_into", out.shape().str(), " += product ", shape<dyn, dyn>{m, n}.str(),
+                           "the sum's shape differs");
   kernels<B>::gemm(detail::trans_a(Tr), detail::trans_b(Tr), m, n, k, T(1), a.data(), a.extent(1), b.data(),
                    b.extent(1), T(1), out.data(), n);
 }
