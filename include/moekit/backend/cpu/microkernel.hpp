@@ -1,7 +1,7 @@
 // moekit/backend/cpu/microkernel.hpp — moekit's own fp32 GEMM for the expert
 // GEMMs: the B operand (a weight, or the gradient rows of a weight gradient)
-// is re-laid-out once per call into panels of NR columns (or, where few row
-// tiles reuse it, read in place: `panels`), and a register-blocked tile
+// is re-laid-out into panels of NR columns (gemm_grouped.hpp packs one
+// 256-column slab per piece of work), and a register-blocked tile
 // (microkernel_tile.inl) runs over them with A read in place through two
 // strides, so Xᵀ needs no copy. Three tiles, chosen at run
 // time from CPUID:
@@ -258,9 +258,9 @@ struct no_epilogue {
 };
 
 /// The B operand as the tiles read it: panel column j, depth p at
-/// at + j·col + p·ld. Packed by pack() into (k, n): {packed, k, nr}; or B
-/// (k, n) read in place (n a multiple of nr, so no panel reads past a row):
-/// {b, 1, ldb}.
+/// at + j·col + p·ld. Packed by pack() into (k, n): {packed, k, nr}. (A B
+/// (k, n) read in place would be {b, 1, ldb}, n a multiple of nr; the
+/// grouped GEMMs stopped doing that when they began packing per slab.)
 struct panels {
   const float* at;
   std::size_t col, ld;

@@ -22,12 +22,11 @@ MOEKIT_UNROLL
   for (std::size_t i = 0; i < MR; ++i)
 MOEKIT_UNROLL
     for (std::size_t v = 0; v < NV; ++v) acc[i][v] = simd::set1(0.0f);
-  // P's row `ahead` steps on is fetched while this one runs. A weight read in
-  // place has its rows a row stride apart (512 B in C-F), a pattern the
-  // hardware prefetchers follow poorly from DRAM: C-F's expert GEMMs, whose
-  // 16 MB of weights stream from memory, ran 6-8 % faster with it, C-M 3 %;
-  // with the weights in cache (C-F-hot) 2-4 % slower (bench/gemm_libs, Zen 5,
-  // medians of 5). Results are unchanged: it only moves data.
+  // P's row `ahead` steps on is fetched while this one runs. Added when small
+  // weights were read in place (rows 512 B apart in C-F, which the hardware
+  // prefetchers follow poorly from DRAM: C-F's GEMMs 6-8 % faster); with every
+  // B packed per slab it still gave +2-5 % at 1 thread on C-S, C-F and C-M
+  // and nothing at 2 (bench medians of 5, Zen 5). It only moves data.
   constexpr std::size_t ahead = 24;
   for (std::size_t k = 0; k < kc; ++k) {
     const float* ak = a + k * cs_a;
