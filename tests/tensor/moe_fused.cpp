@@ -299,6 +299,64 @@ TEST_CASE("grouped_ffn equals grouped_matmul_activation then grouped_matmul: the
                     shape_error);
 }
 
+namespace {
+/// gelu_fast_backward without its slope: grouped ops given it keep z and apply df(z, dy) in the backward.
+struct gelu_backward_from_z {
+  template <class T> T operator()(T x, T dy) const { return fn::gelu_fast_backward{}(x, dy); }
+};
+static_assert(fn::has_slope<fn::gelu_fast_backward> && fn::has_slope<fn::silu_fast_backward>);
+static_assert(!fn::has_slope<gelu_backward_from_z> && !fn::has_slope<fn::relu_backward>);
+}  // namespace
+
+TEST_CASE("grouped ops that keep f'(z) give the bits of those that keep z, with and without a backward",
+          "[tensor][grouped][fused]") {
+  rng g(29);
+  const auto offsets = offsets_of({0, 3, 3, 90, 161});
+  const std::size_t rows = 161, k = 70, f = 300, n = 45;
+  auto x = normal<float>(g, shape<dyn, dyn>{rows, k}, 0.0f, 2.0f);  // spread: GELU's tails as well as its bend
+  auto w1 = normal<float>(g, shape<dyn, dyn, dyn>{4, k, f});
+  auto b1 = normal<float>(g, shape<dyn, dyn>{4, f});
+  auto w2 = normal<float>(g, shape<dyn, dyn, dyn>{4, f, n});
+  auto G = normal<float>(g, shape<dyn, dyn>{rows, n});
+  auto run = [&](auto df, bool ffn) {
+    tape t;
+    auto xv = t.variable(x);
+    auto w1v = t.variable(w1), w2v = t.variable(w2);
+    auto b1v = t.variable(b1);
+    auto y = ffn ? grouped_ffn(xv, w1v, b1v, w2v, offsets, fn::gelu_fast{}, df)
+                 : grouped_matmul(grouped_matmul_activation(xv, w1v, b1v, offsets, fn::gelu_fast{}, df), w2v, offsets);
+    t.backward(y, G);
+    return std::array{y.value().clone().reshape(shape<dyn>{rows * n}), xv.grad().clone().reshape(shape<dyn>{rows * k}),
+                      w1v.grad().clone().reshape(shape<dyn>{4 * k * f}), b1v.grad().clone().reshape(shape<dyn>{4 * f}),
+                      w2v.grad().clone().reshape(shape<dyn>{4 * f * n})};
+  };
+  for (const bool ffn : {true, false}) {
+    CAPTURE(ffn);
+    const auto kept_slope = run(fn::gelu_fast_backward{}, ffn), kept_z = run(gelu_backward_from_z{}, ffn);
+    for (std::size_t i = 0; i < kept_slope.size(); ++i) {
+      CAPTURE(i);  // out, dx, dw1, db1, dw2
+      CHECK(max_abs_diff(kept_slope[i], kept_z[i]) == 0.0);
+    }
+    // With no backward to run the forward keeps z (no slope computed), and its output is the same.
+    no_grad guard;
+    tape t;
+    auto y = ffn ? grouped_ffn(t.variable(x), t.variable(w1), t.variable(b1), t.variable(w2), offsets, fn::gelu_fast{},
+                               fn::gelu_fast_backward{})
+                 : grouped_matmul(grouped_matmul_activation(t.variable(x), t.variable(w1), t.variable(b1), offsets,
+                                                            fn::gelu_fast{}, fn::gelu_fast_backward{}),
+                                  t.variable(w2), offsets);
+    CHECK(max_abs_diff(y.value().clone().reshape(shape<dyn>{rows * n}), kept_slope[0]) == 0.0);
+  }
+  // The tensor op's kept f'(z) is the backward functor's slope, element by element.
+  const fn::slope_of<fn::gelu_fast_backward> slope{};
+  auto [s, h] = grouped_matmul_activation(x, w1, &b1, offsets, fn::gelu_fast{}, slope);
+  auto [z, h2] = grouped_matmul_activation(x, w1, &b1, offsets, fn::gelu_fast{});
+  CHECK(max_abs_diff(h, h2) == 0.0);
+  std::size_t differ = 0;
+  for (std::size_t i = 0; i < z.size(); ++i) differ += s.data()[i] != fn::gelu_fast_backward{}.slope(z.data()[i]);
+  CHECK(differ == 0);
+}
+
 TEST_CASE("grouped GEMMs equal per-group matmuls at odd sizes", "[tensor][grouped][gemm]") {
   // n not a multiple of any panel width, an empty group, groups across the 96-row blocks.
   rng g(27);

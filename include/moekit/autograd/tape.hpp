@@ -166,6 +166,14 @@ tape* first_tape(const V& v, const Vs&... vs) noexcept {
 
 }  // namespace detail
 
+/// Whether record(op, out, backward, inputs...) will record a backward: grad
+/// mode is on and an input requires grad. An op asks before its forward when
+/// what it keeps for the backward costs work of its own.
+template <class... In>
+bool will_record(const In&... inputs) noexcept {
+  return grad_enabled() && (inputs.requires_grad() || ...);
+}
+
 /// The one entry point differentiable ops use: returns `out` as a var, and,
 /// when grad mode is on and any input requires grad, records `backward` for it.
 /// `backward(dy)` gets the output's gradient and accumulates into the inputs.
@@ -173,7 +181,7 @@ template <class T, class S, class B, class F, class... In>
 var<T, S, B> record(const char* op, tensor<T, S, B> out, F&& backward, const In&... inputs) {
   tape* t = detail::first_tape(inputs...);
   if (!t) t = tape::current();
-  if (!grad_enabled() || !(inputs.requires_grad() || ...)) return var<T, S, B>(std::move(out), t, nullptr);
+  if (!will_record(inputs...)) return var<T, S, B>(std::move(out), t, nullptr);
   if (!t)
     throw value_error(std::string(op) + ": no tape to record on; create a moekit::tape before using parameters");
   return t->record(std::move(out), std::forward<F>(backward));

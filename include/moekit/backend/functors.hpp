@@ -10,6 +10,9 @@
 
 namespace moekit::fn {
 
+struct identity {
+  template <class T> MOEKIT_HOST_DEVICE T operator()(T a) const { return a; }
+};
 struct add {
   template <class T> MOEKIT_HOST_DEVICE T operator()(T a, T b) const { return a + b; }
 };

@@ -30,13 +30,27 @@ auto grouped_matmul(const var<T, SX, B>& x, const var<T, SW, B>& w, const group_
 }
 
 namespace detail {
+/// z = x·W_g (+ b_g) and f(z), with what the backward keeps: {kept, f(z)}.
+/// kept is f'(z) when df has a slope and `slope` is asked for (a backward will
+/// run: the forward's loop computes f and f' together, and the backward is
+/// one product, dz = f'(z)·dh), else z itself (the backward applies df(z, dh)).
+template <class F, class DF, class T, class SX, class SW, class SB, class B>
+auto activation_keeping(const tensor<T, SX, B>& x, const tensor<T, SW, B>& w, const tensor<T, SB, B>* b,
+                        const group_offsets<B>& offsets, F f, DF df, bool slope) {
+  if constexpr (fn::has_slope<DF>)
+    if (slope) return grouped_matmul_activation(x, w, b, offsets, f, fn::slope_of<DF>{df});
+  return grouped_matmul_activation(x, w, b, offsets, f);
+}
+
 /// grouped_matmul_activation with the bias optional (b null: none).
 template <class F, class DF, class T, class SX, class SW, class SB, class B>
 auto grouped_matmul_activation(const var<T, SX, B>& x, const var<T, SW, B>& w, const var<T, SB, B>* b,
                                const group_offsets<B>& offsets, F f, DF df) {
-  auto [z, y] = grouped_matmul_activation(x.value(), w.value(), b ? &b->value() : nullptr, offsets, f);  // (A, n)
-  auto backward = [x, w, b = b ? *b : var<T, SB, B>{}, offsets, z = std::move(z), df](const auto& dy) {
-    const auto dz = zip("grouped_matmul_activation backward", z, dy, df);  // (A, n): dy · f'(z)
+  const bool slope = fn::has_slope<DF> && (b ? will_record(x, w, *b) : will_record(x, w));
+  auto [z, y] = activation_keeping(x.value(), w.value(), b ? &b->value() : nullptr, offsets, f, df, slope);  // (A, n)
+  auto backward = [x, w, b = b ? *b : var<T, SB, B>{}, offsets, z = std::move(z), df, slope](const auto& dy) {
+    const auto dz = slope ? zip("grouped_matmul_activation backward", z, dy, fn::mul{})   // (A, n): f'(z) · dy
+                          : zip("grouped_matmul_activation backward", z, dy, df);
     if (x.requires_grad()) x.accumulate(grouped_matmul<true>(dz, w.value(), offsets));          // dZ·Wᵀ per group
     if (w.requires_grad()) accumulate_grouped_reduce(w, x.value(), dz, offsets);                  // Xᵀ·dZ per group
     if (b.requires_grad()) b.accumulate(grouped_column_sums(dz, offsets, b.shape()));
@@ -49,11 +63,14 @@ auto grouped_matmul_activation(const var<T, SX, B>& x, const var<T, SW, B>& w, c
 template <class F, class DF, class T, class SX, class SW1, class SB, class SW2, class B>
 auto grouped_ffn(const var<T, SX, B>& x, const var<T, SW1, B>& w1, const var<T, SB, B>* b, const var<T, SW2, B>& w2,
                  const group_offsets<B>& offsets, F f, DF df) {
-  auto [z, h] = grouped_matmul_activation(x.value(), w1.value(), b ? &b->value() : nullptr, offsets, f);  // (A, F)
-  auto y = grouped_matmul(h, w2.value(), offsets);                                                        // (A, D)
-  auto backward = [x, w1, b = b ? *b : var<T, SB, B>{}, w2, offsets, z = std::move(z), h = std::move(h),
-                   df](const auto& dy) {
-    const auto dz = grouped_matmul_activation_backward(dy, w2.value(), z, offsets, df);  // (A, F): f'(z)·dY·W2ᵀ
+  const bool slope = fn::has_slope<DF> && (b ? will_record(x, w1, *b, w2) : will_record(x, w1, w2));
+  auto [z, h] = activation_keeping(x.value(), w1.value(), b ? &b->value() : nullptr, offsets, f, df, slope);  // (A, F)
+  auto y = grouped_matmul(h, w2.value(), offsets);                                                            // (A, D)
+  auto backward = [x, w1, b = b ? *b : var<T, SB, B>{}, w2, offsets, z = std::move(z), h = std::move(h), df,
+                   slope](const auto& dy) {
+    // (A, F): f'(z)·dY·W2ᵀ, f'(z) kept or from z
+    const auto dz = slope ? grouped_matmul_activation_backward(dy, w2.value(), z, offsets, fn::mul{})
+                          : grouped_matmul_activation_backward(dy, w2.value(), z, offsets, df);
     if (w2.requires_grad()) accumulate_grouped_reduce(w2, h, dy, offsets);             // Hᵀ·dY per group
     if (x.requires_grad()) x.accumulate(grouped_matmul<true>(dz, w1.value(), offsets));  // dZ·W1ᵀ per group
     if (w1.requires_grad()) accumulate_grouped_reduce(w1, x.value(), dz, offsets);     // Xᵀ·dZ per group
@@ -65,8 +82,9 @@ auto grouped_ffn(const var<T, SX, B>& x, const var<T, SW1, B>& w1, const var<T, 
 }  // namespace detail
 
 /// f(x·W_g + b_g) for the rows of each group g, as one op: the bias and the
-/// activation run in the grouped GEMM's output pass (on the CPU, in float),
-/// and the backward keeps z = x·W_g + b_g. x (A, k), w (G, k, n), b (G, n);
+/// activation run in the grouped GEMM's output pass (on the CPU, in float).
+/// The backward keeps f'(z), computed in the same pass, when df has a slope
+/// (fn::gelu_fast_backward, fn::silu_fast_backward), else z = x·W_g + b_g. x (A, k), w (G, k, n), b (G, n);
 /// df(z, dy) is f's backward, e.g. fn::gelu_fast{}, fn::gelu_fast_backward{}.
 template <class F, class DF, class T, class SX, class SW, class SB, class B>
 auto grouped_matmul_activation(const var<T, SX, B>& x, const var<T, SW, B>& w, const var<T, SB, B>& b,
@@ -83,9 +101,10 @@ auto grouped_matmul_activation(const var<T, SX, B>& x, const var<T, SW, B>& w, c
 
 /// f(x·W1_g + b1_g)·W2_g for the rows of each group g: a two-matrix expert FFN
 /// as one op, equal to grouped_matmul(grouped_matmul_activation(...), w2).
-/// Its backward applies df in the output pass of the GEMM that gives the
-/// hidden layer's gradient (dY·W2ᵀ, on the CPU in float) instead of a pass
-/// of its own. x (A, k), w1 (G, k, F), b1 (G, F), w2 (G, F, n): (A, n).
+/// Its backward applies df (or multiplies by the kept f'(z), as
+/// grouped_matmul_activation does) in the output pass of the GEMM that gives
+/// the hidden layer's gradient (dY·W2ᵀ, on the CPU in float) instead of a
+/// pass of its own. x (A, k), w1 (G, k, F), b1 (G, F), w2 (G, F, n): (A, n).
 template <class F, class DF, class T, class SX, class SW1, class SB, class SW2, class B>
 auto grouped_ffn(const var<T, SX, B>& x, const var<T, SW1, B>& w1, const var<T, SB, B>& b1,
                  const var<T, SW2, B>& w2, const group_offsets<B>& offsets, F f, DF df) {

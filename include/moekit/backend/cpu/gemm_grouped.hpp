@@ -50,14 +50,17 @@ struct cpu_gemm_grouped {
     }, alpha, beta);
   }
 
-  /// float: z = x·W_g (+ b_g) per group and y = f(z), with the bias and f
-  /// applied to each tile of the product while it is in cache (z kept for
-  /// the backward). x (rows, k), w (G, k, n) stride k·n, b (G, n) or null;
-  /// z and y (rows, n).
-  template <class F>
+  /// float: with v = x·W_g (+ b_g) per group, y = f(v) and z = keep(v), the
+  /// bias, f and keep applied to each tile of the product while it is in
+  /// cache. keep says what the backward needs: v itself (fn::identity) or
+  /// f'(v) (an activation's slope, computed next to f in one loop, which
+  /// shares their common terms). x (rows, k), w (G, k, n) stride k·n, b (G, n)
+  /// or null; z and y (rows, n).
+  template <class F, class Keep>
   static void gemm_grouped_activation(std::size_t groups, const index_t* offsets, std::size_t k, std::size_t n,
-                                      const float* x, const float* w, const float* b, F f, float* z, float* y) {
-    const bias_activation<F> epi{offsets, groups, n, b, z, f};
+                                      const float* x, const float* w, const float* b, F f, Keep keep, float* z,
+                                      float* y) {
+    const bias_activation<F, Keep> epi{offsets, groups, n, b, z, f, keep};
     gemm_grouped_epilogue(false, groups, offsets, k, n, 1.0f, x, w, k * n, 0.0f, y, epi);
   }
 
@@ -271,14 +274,16 @@ struct cpu_gemm_grouped {
 #endif
   }
 
-  /// The epilogue of gemm_grouped_activation: z = c + b[group], c = f(z).
-  template <class F>
+  /// The epilogue of gemm_grouped_activation: v = c + b[group], c = f(v),
+  /// z = keep(v).
+  template <class F, class Keep>
   struct bias_activation {
     const index_t* offsets;
     std::size_t groups, n;
     const float* b;  // (G, n) or null
     float* z;        // (rows, n)
     F f;
+    Keep keep;
     void operator()(float* c, std::size_t ldc, std::size_t row, std::size_t col, std::size_t rows,
                     std::size_t cols) const {
       const auto g = static_cast<std::size_t>(std::upper_bound(offsets, offsets + groups + 1,
@@ -298,7 +303,11 @@ struct cpu_gemm_grouped {
           std::copy(cr, cr + cols, zr);
         }
 #pragma omp simd
-        for (std::size_t j = 0; j < cols; ++j) cr[j] = f(zr[j]);
+        for (std::size_t j = 0; j < cols; ++j) {
+          const float v = zr[j];
+          cr[j] = f(v);
+          zr[j] = keep(v);
+        }
       }
     }
   };

@@ -11,6 +11,7 @@
 
 #include <bit>
 #include <cmath>
+#include <concepts>
 #include <cstdint>
 #include <numbers>
 #include <type_traits>
@@ -23,32 +24,36 @@ namespace moekit {
 
 namespace detail {
 
-/// P(X > a) = erfc(a/√2)/2 for a >= 0 and X standard normal, in float, with
-/// relative error ~3e-7: erfc(z) = t·e^(P(t) - z²) with t = 1/(1 + z/2) and P
-/// a degree-9 least-squares fit (made for moekit) of log(erfc(z)·e^(z²)/t)
-/// over t in (0, 1]. P − z², z² = a²/2, is kept as an unevaluated sum of two
-/// floats (a² split exactly by an fma, the subtraction's rounding error by
-/// two-sum): rounded to one float its error would grow with z² in the tail.
-/// All float, so the loop vectorises (double here made GCC keep it scalar).
-MOEKIT_HOST_DEVICE MOEKIT_ALWAYS_INLINE float normal_upper_tail_approx(float a) {
+/// e^(−x²/2) in float, relative error ~2e-7 for every x: x² is split exactly
+/// into sq + sq_lo by an fma and e^(−sq_lo/2) ≈ 1 − sq_lo/2 puts back what
+/// rounding x² lost (an error that would otherwise grow with x² in the tails).
+/// Φ and φ below both start from it, so a loop that needs both (GELU and its
+/// slope) computes it, and its exponential, once.
+MOEKIT_HOST_DEVICE MOEKIT_ALWAYS_INLINE float half_square_exp(float x) {
+  const float sq = x * x;
+  const float sq_lo = std::fma(x, x, -sq);  // x² = sq + sq_lo exactly
+  return exp_approx(-0.5f * sq) * (1.0f - 0.5f * sq_lo);
+}
+
+/// P(X > a) = erfc(a/√2)/2 for a >= 0 and X standard normal, in float, given
+/// e = e^(−a²/2) (half_square_exp), relative error ~2e-7: erfc(z)·e^(z²) =
+/// t·Q(t) with z = a/√2, t = 1/(1 + z/2) and Q a degree-10 fit (made for
+/// moekit, weighted least squares for relative error) of erfc(z)·e^(z²)/t over
+/// t in (0, 1]; Q(1) = 1 and Q(0) = 1/(2√π). All float, so the loop vectorises.
+MOEKIT_HOST_DEVICE MOEKIT_ALWAYS_INLINE float normal_upper_tail_approx(float a, float e) {
   const float t = 1.0f / (1.0f + 0.5f * float(std::numbers::sqrt2 / 2) * a);
-  float p = 0.16885275f;
-  p = p * t - 0.81374606f;
-  p = p * t + 1.47406275f;
-  p = p * t - 1.12194334f;
-  p = p * t + 0.27187243f;
-  p = p * t - 0.18415948f;
-  p = p * t + 0.09643003f;
-  p = p * t + 0.37412015f;
-  p = p * t + 1.00002291f;
-  p = p * t - 1.26551222f;
-  const float sq = a * a;
-  const float sq_lo = std::fma(a, a, -sq);  // a² = sq + sq_lo exactly
-  const float arg_f = p - 0.5f * sq;        // 0.5·sq is exact
-  const float v = arg_f - p;
-  const float err = (p - (arg_f - v)) + (-0.5f * sq - v);  // two-sum: p − 0.5·sq = arg_f + err exactly
-  const float lost = err - 0.5f * sq_lo;                   // e^(P − z²) = e^(arg_f)·(1 + lost)
-  return 0.5f * t * exp_approx(arg_f) * (1.0f + lost);
+  float q = 0.0423539728f;
+  q = q * t - 0.230863944f;
+  q = q * t + 0.486191005f;
+  q = q * t - 0.446990252f;
+  q = q * t + 0.127097517f;
+  q = q * t - 0.0572355688f;
+  q = q * t + 0.0930012912f;
+  q = q * t + 0.175376743f;
+  q = q * t + 0.246880591f;
+  q = q * t + 0.282093853f;
+  q = q * t + 0.282094806f;
+  return 0.5f * t * q * e;
 }
 
 /// Φ(x), the standard normal CDF. Float: from the tail beyond |x|, so the
@@ -58,7 +63,7 @@ MOEKIT_HOST_DEVICE MOEKIT_ALWAYS_INLINE T normal_cdf(T x) {
   if constexpr (storage_16<T>) {
     return T(normal_cdf(static_cast<float>(x)));  // bf16/half: in float
   } else if constexpr (std::is_same_v<T, float>) {
-    const float tail = normal_upper_tail_approx(x < 0.0f ? -x : x);
+    const float tail = normal_upper_tail_approx(x < 0.0f ? -x : x, half_square_exp(x));
     return x < 0.0f ? tail : 1.0f - tail;
   } else {
     return T(0.5) * std::erfc(-x * T(std::numbers::sqrt2 / 2));
@@ -72,7 +77,7 @@ MOEKIT_HOST_DEVICE MOEKIT_ALWAYS_INLINE T normal_pdf(T x) {
     return T(normal_pdf(static_cast<float>(x)));  // bf16/half: in float
   } else {
     constexpr T scale = T(std::numbers::inv_sqrtpi / std::numbers::sqrt2);
-    if constexpr (std::is_same_v<T, float>) return exp_approx(-0.5f * x * x) * scale;
+    if constexpr (std::is_same_v<T, float>) return half_square_exp(x) * scale;
     else return std::exp(T(-0.5) * x * x) * scale;
   }
 }
@@ -99,23 +104,41 @@ namespace fn {
 struct gelu_fast {
   template <class T> MOEKIT_HOST_DEVICE MOEKIT_ALWAYS_INLINE T operator()(T x) const { return x * detail::normal_cdf(x); }
 };
-/// dx = dy · (Φ(x) + x·φ(x)).
+/// dx = dy · f'(x), f'(x) = Φ(x) + x·φ(x). `slope` alone is what a forward
+/// pass keeps for the backward (grouped_ffn): computed next to gelu_fast in
+/// one loop, the two share Φ's and φ's one exponential.
 struct gelu_fast_backward {
-  template <class T> MOEKIT_HOST_DEVICE MOEKIT_ALWAYS_INLINE T operator()(T x, T dy) const {
-    return dy * (detail::normal_cdf(x) + x * detail::normal_pdf(x));
+  template <class T> MOEKIT_HOST_DEVICE MOEKIT_ALWAYS_INLINE T slope(T x) const {
+    return detail::normal_cdf(x) + x * detail::normal_pdf(x);
   }
+  template <class T> MOEKIT_HOST_DEVICE MOEKIT_ALWAYS_INLINE T operator()(T x, T dy) const { return dy * slope(x); }
 };
 
 /// SiLU x·σ(x); vectorisable in float.
 struct silu_fast {
   template <class T> MOEKIT_HOST_DEVICE MOEKIT_ALWAYS_INLINE T operator()(T x) const { return x * detail::logistic(x); }
 };
-/// dx = dy · σ(x)·(1 + x·(1 - σ(x))).
+/// dx = dy · f'(x), f'(x) = σ(x)·(1 + x·(1 - σ(x))).
 struct silu_fast_backward {
-  template <class T> MOEKIT_HOST_DEVICE MOEKIT_ALWAYS_INLINE T operator()(T x, T dy) const {
+  template <class T> MOEKIT_HOST_DEVICE MOEKIT_ALWAYS_INLINE T slope(T x) const {
     const T s = detail::logistic(x);
-    return dy * s * (T(1) + x * (T(1) - s));
+    return s * (T(1) + x * (T(1) - s));
   }
+  template <class T> MOEKIT_HOST_DEVICE MOEKIT_ALWAYS_INLINE T operator()(T x, T dy) const { return dy * slope(x); }
+};
+
+/// An activation's backward functor that can give f'(x) alone (df.slope(x)),
+/// so a forward pass can keep f'(z) and the backward is a product.
+template <class DF>
+concept has_slope = requires(const DF& df, float x) {
+  { df.slope(x) } -> std::same_as<float>;
+};
+
+/// f'(x) as a unary functor, from a backward functor with a slope.
+template <has_slope DF>
+struct slope_of {
+  DF df;
+  template <class T> MOEKIT_HOST_DEVICE MOEKIT_ALWAYS_INLINE T operator()(T x) const { return df.slope(x); }
 };
 
 /// f(h + b): a bias added before an activation, as one functor for row maps.

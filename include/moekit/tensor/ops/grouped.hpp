@@ -66,13 +66,16 @@ auto grouped_matmul(const tensor<T, SX, B>& x, const tensor<T, SW, B>& w, const 
   return out;
 }
 
-/// z = x·W_g (+ b_g) for the rows of each group g and y = f(z): returns {z, y}.
-/// x (A, k), w (G, k, n), b (G, n) or null; z, y (A, n). On the CPU in float
-/// the bias and f run in the GEMM's output pass, on each tile while it is in
-/// cache; elsewhere grouped_matmul, then one pass for bias and f.
-template <class F, class T, class SX, class SW, class SB, class B>
+/// v = x·W_g (+ b_g) for the rows of each group g: returns {keep(v), f(v)}.
+/// keep is what the backward needs: v (fn::identity, the default) or f'(v)
+/// (fn::slope_of<DF>, which computes it next to f and shares their terms).
+/// x (A, k), w (G, k, n), b (G, n) or null; both results (A, n). On the CPU in
+/// float the bias, f and keep run in the GEMM's output pass, on each tile while
+/// it is in cache; elsewhere grouped_matmul, then one pass for the bias and one
+/// each for f and keep.
+template <class F, class Keep = fn::identity, class T, class SX, class SW, class SB, class B>
 auto grouped_matmul_activation(const tensor<T, SX, B>& x, const tensor<T, SW, B>& w, const tensor<T, SB, B>* b,
-                               const group_offsets<B>& offsets, F f) {
+                               const group_offsets<B>& offsets, F f, Keep keep = {}) {
   static_assert(SX::rank() == 2 && SW::rank() == 3, "grouped_matmul_activation: x must be (rows, k) and w (groups, k, n)");
   using RS = shape<SX::static_extent(0), SW::static_extent(2)>;
   using R = tensor<T, RS, B>;
@@ -87,18 +90,20 @@ auto grouped_matmul_activation(const tensor<T, SX, B>& x, const tensor<T, SW, B>
     const auto out_shape = RS::from_extents(std::array{x.extent(0), w.extent(2)});
     R z(out_shape), y(out_shape);
     kernels<cpu>::gemm_grouped_activation(w.extent(0), offsets.data(), x.extent(1), w.extent(2), x.data(), w.data(),
-                                          b ? b->data() : nullptr, f, z.data(), y.data());
+                                          b ? b->data() : nullptr, f, keep, z.data(), y.data());
     return std::pair<R, R>{std::move(z), std::move(y)};
   } else {
     R z = b ? add_grouped_rows(grouped_matmul(x, w, offsets), *b, offsets) : grouped_matmul(x, w, offsets);
     R y = map(z, f);
+    if constexpr (!std::is_same_v<Keep, fn::identity>) z = map(z, keep);
     return std::pair<R, R>{std::move(z), std::move(y)};
   }
 }
 
 /// dz = df(z, dy·W_gᵀ) for the rows of each group g: the gradient at the
 /// input z of an activation f whose output h = f(z) was multiplied by w
-/// (G, n, k) (y = h·W_g), given dy (A, k); z, dz (A, n). On the CPU in float df
+/// (G, n, k) (y = h·W_g), given dy (A, k); z, dz (A, n). With f'(z) kept in
+/// place of z, df = fn::mul gives the same. On the CPU in float df
 /// runs in the GEMM's output pass; elsewhere grouped_matmul, then one zip.
 template <class DF, class T, class SD, class SW, class SZ, class B>
 tensor<T, SZ, B> grouped_matmul_activation_backward(const tensor<T, SD, B>& dy, const tensor<T, SW, B>& w,
