@@ -357,6 +357,31 @@ TEST_CASE("grouped ops that keep f'(z) give the bits of those that keep z, with 
   CHECK(differ == 0);
 }
 
+TEST_CASE("an activation op that keeps f'(x) gives the bits of one that keeps x", "[autograd][activation][fast]") {
+  rng g(30);
+  // Over 300 K elements the CPU loops fork: each thread's share runs the same loop.
+  for (const std::size_t n : {std::size_t{1000}, std::size_t{300000}}) {
+    CAPTURE(n);
+    auto x = normal<float>(g, shape<dyn, dyn>{n / 100, 100}, 0.0f, 3.0f);
+    auto G = normal<float>(g, shape<dyn, dyn>{n / 100, 100});
+    auto run = [&](auto df) {
+      tape t;
+      auto xv = t.variable(x);
+      auto y = detail::unary_from_input("gelu", xv, fn::gelu_fast{}, df);
+      t.backward(y, G);
+      return std::array{y.value().clone(), xv.grad().clone()};
+    };
+    const auto kept_slope = run(fn::gelu_fast_backward{}), kept_x = run(gelu_backward_from_z{});
+    CHECK(max_abs_diff(kept_slope[0], kept_x[0]) == 0.0);
+    CHECK(max_abs_diff(kept_slope[1], kept_x[1]) == 0.0);
+    // And both equal dy · f'(x) element by element.
+    std::size_t differ = 0;
+    for (std::size_t i = 0; i < x.size(); ++i)
+      differ += kept_slope[1].data()[i] != G.data()[i] * fn::gelu_fast_backward{}.slope(x.data()[i]);
+    CHECK(differ == 0);
+  }
+}
+
 TEST_CASE("grouped GEMMs equal per-group matmuls at odd sizes", "[tensor][grouped][gemm]") {
   // n not a multiple of any panel width, an empty group, groups across the 96-row blocks.
   rng g(27);

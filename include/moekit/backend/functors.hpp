@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cmath>
+#include <concepts>
 #include <cstddef>
 #include <numbers>
 
@@ -13,6 +14,20 @@ namespace moekit::fn {
 struct identity {
   template <class T> MOEKIT_HOST_DEVICE T operator()(T a) const { return a; }
 };
+/// An activation's backward functor that can give f'(x) alone (df.slope(x)),
+/// so a forward pass can keep f'(z) and the backward is a product.
+template <class DF>
+concept has_slope = requires(const DF& df, float x) {
+  { df.slope(x) } -> std::same_as<float>;
+};
+
+/// f'(x) as a unary functor, from a backward functor with a slope.
+template <has_slope DF>
+struct slope_of {
+  DF df;
+  template <class T> MOEKIT_HOST_DEVICE MOEKIT_ALWAYS_INLINE T operator()(T x) const { return df.slope(x); }
+};
+
 struct add {
   template <class T> MOEKIT_HOST_DEVICE T operator()(T a, T b) const { return a + b; }
 };

@@ -12,14 +12,6 @@
 
 #include "host_device.hpp"
 
-// The approximations must inline into the map loops to vectorise there;
-// GCC's size heuristics would otherwise keep normal_cdf an out-of-line call.
-#if defined(__GNUC__) || defined(__clang__)
-#define MOEKIT_ALWAYS_INLINE __attribute__((always_inline)) inline
-#else
-#define MOEKIT_ALWAYS_INLINE inline
-#endif
-
 namespace moekit::detail {
 
 /// e^x in float, relative error ~1 ulp, for x in [-87, 88] (clamped there:

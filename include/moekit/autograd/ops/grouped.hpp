@@ -84,8 +84,9 @@ auto grouped_ffn(const var<T, SX, B>& x, const var<T, SW1, B>& w1, const var<T, 
 /// f(x·W_g + b_g) for the rows of each group g, as one op: the bias and the
 /// activation run in the grouped GEMM's output pass (on the CPU, in float).
 /// The backward keeps f'(z), computed in the same pass, when df has a slope
-/// (fn::gelu_fast_backward, fn::silu_fast_backward), else z = x·W_g + b_g. x (A, k), w (G, k, n), b (G, n);
-/// df(z, dy) is f's backward, e.g. fn::gelu_fast{}, fn::gelu_fast_backward{}.
+/// (fn::gelu_fast_backward, fn::silu_fast_backward), else z = x·W_g + b_g.
+/// x (A, k), w (G, k, n), b (G, n); df(z, dy) is f's backward, e.g.
+/// fn::gelu_fast{}, fn::gelu_fast_backward{}.
 template <class F, class DF, class T, class SX, class SW, class SB, class B>
 auto grouped_matmul_activation(const var<T, SX, B>& x, const var<T, SW, B>& w, const var<T, SB, B>& b,
                                const group_offsets<B>& offsets, F f, DF df) {

@@ -18,6 +18,21 @@ struct cpu_map {
     });
   }
 
+  /// out_f[i] = f(in[i]) and out_g[i] = g(in[i]) in one loop: f and g inline
+  /// side by side, so the terms they share (an activation and its slope:
+  /// GELU's one exponential) are computed once.
+  template <class T, class F, class G>
+  static void map_pair(std::size_t n, T* out_f, F f, T* out_g, G g, const T* in) {
+    parallel_for(n, 1, [&](std::size_t lo, std::size_t hi) {
+#pragma omp simd
+      for (std::size_t i = lo; i < hi; ++i) {
+        const T v = in[i];
+        out_f[i] = f(v);
+        out_g[i] = g(v);
+      }
+    });
+  }
+
   /// out[i] = f(i) for i in [0, n): fills from the index (random streams,
   /// ranges). A functor with fill(lo, hi, out) fills its ranges itself (a
   /// counter-based stream then computes each block of words once).

@@ -5,6 +5,8 @@
 
 #include <cstddef>
 #include <string>
+#include <type_traits>
+#include <utility>
 
 #include "../../backend/functors.hpp"
 #include "../tensor.hpp"
@@ -17,6 +19,18 @@ tensor<T, S, B> map(const tensor<T, S, B>& x, F f) {
   tensor<T, S, B> out(x.shape());
   kernels<B>::map(x.size(), out.data(), f, x.data());
   return out;
+}
+/// {f(x[i]), g(x[i])}: on the CPU in one loop, where f and g share their
+/// common terms (an activation and its slope, fn::slope_of); elsewhere two maps.
+template <class F, class G, class T, class S, class B>
+std::pair<tensor<T, S, B>, tensor<T, S, B>> map_pair(const tensor<T, S, B>& x, F f, G g) {
+  if constexpr (std::is_same_v<B, cpu>) {
+    tensor<T, S, B> out_f(x.shape()), out_g(x.shape());
+    kernels<B>::map_pair(x.size(), out_f.data(), f, out_g.data(), g, x.data());
+    return {std::move(out_f), std::move(out_g)};
+  } else {
+    return {map(x, f), map(x, g)};
+  }
 }
 /// y[i] = f(a[i], b[i]); shapes must agree (checked at compile time where static).
 template <class F, class T, class SA, class SB, class B>

@@ -11,11 +11,11 @@
 
 #include <bit>
 #include <cmath>
-#include <concepts>
 #include <cstdint>
 #include <numbers>
 #include <type_traits>
 
+#include "../../backend/functors.hpp"
 #include "../../core/dtype.hpp"
 #include "../../core/fast_exp.hpp"
 #include "../../core/host_device.hpp"
@@ -125,20 +125,6 @@ struct silu_fast_backward {
     return s * (T(1) + x * (T(1) - s));
   }
   template <class T> MOEKIT_HOST_DEVICE MOEKIT_ALWAYS_INLINE T operator()(T x, T dy) const { return dy * slope(x); }
-};
-
-/// An activation's backward functor that can give f'(x) alone (df.slope(x)),
-/// so a forward pass can keep f'(z) and the backward is a product.
-template <class DF>
-concept has_slope = requires(const DF& df, float x) {
-  { df.slope(x) } -> std::same_as<float>;
-};
-
-/// f'(x) as a unary functor, from a backward functor with a slope.
-template <has_slope DF>
-struct slope_of {
-  DF df;
-  template <class T> MOEKIT_HOST_DEVICE MOEKIT_ALWAYS_INLINE T operator()(T x) const { return df.slope(x); }
 };
 
 /// f(h + b): a bias added before an activation, as one functor for row maps.
