@@ -10,13 +10,14 @@ namespace moekit {
 
 namespace detail {
 /// y = Fwd(x); dx = Bwd(x, dy): the pattern of activations whose backward reads
-/// x. When Bwd gives f'(x) alone (fn::has_slope: the fast GELU and SiLU) and a
-/// backward will run, the forward computes f(x) and f'(x) in one loop (they
-/// share their terms) and keeps f'(x), one tensor more than x, so the backward
-/// is a product (dy · f'(x), the same bits as Bwd(x, dy)).
+/// x. When Bwd gives f'(x) alone (fn::has_slope: the fast GELU and SiLU), a
+/// backward will run and the backend computes two maps in one pass (the CPU),
+/// the forward computes f(x) and f'(x) in one loop (they share their terms)
+/// and keeps f'(x), one tensor more than x, so the backward is a product
+/// (dy · f'(x), the same bits as Bwd(x, dy)).
 template <class Fwd, class Bwd, class T, class S, class B>
 var<T, S, B> unary_from_input(const char* op, const var<T, S, B>& x, Fwd f, Bwd g) {
-  if constexpr (fn::has_slope<Bwd>) {
+  if constexpr (fn::has_slope<Bwd> && fused_map_pair<B>) {
     if (will_record(x)) {
       auto [y, s] = map_pair(x.value(), f, fn::slope_of<Bwd>{g});
       return record(op, std::move(y), [x, s = std::move(s)](const auto& dy) {

@@ -32,8 +32,9 @@ auto grouped_matmul(const var<T, SX, B>& x, const var<T, SW, B>& w, const group_
 namespace detail {
 /// z = x·W_g (+ b_g) and f(z), with what the backward keeps: {kept, f(z)}.
 /// kept is f'(z) when df has a slope and `slope` is asked for (a backward will
-/// run: the forward's loop computes f and f' together, and the backward is
-/// one product, dz = f'(z)·dh), else z itself (the backward applies df(z, dh)).
+/// run, on the CPU: the forward's loop computes f and f' together, and the
+/// backward is one product, dz = f'(z)·dh; fused_map_pair says why not on
+/// other backends), else z itself (the backward applies df(z, dh)).
 template <class F, class DF, class T, class SX, class SW, class SB, class B>
 auto activation_keeping(const tensor<T, SX, B>& x, const tensor<T, SW, B>& w, const tensor<T, SB, B>* b,
                         const group_offsets<B>& offsets, F f, DF df, bool slope) {
@@ -46,7 +47,7 @@ auto activation_keeping(const tensor<T, SX, B>& x, const tensor<T, SW, B>& w, co
 template <class F, class DF, class T, class SX, class SW, class SB, class B>
 auto grouped_matmul_activation(const var<T, SX, B>& x, const var<T, SW, B>& w, const var<T, SB, B>* b,
                                const group_offsets<B>& offsets, F f, DF df) {
-  const bool slope = fn::has_slope<DF> && (b ? will_record(x, w, *b) : will_record(x, w));
+  const bool slope = fn::has_slope<DF> && fused_map_pair<B> && (b ? will_record(x, w, *b) : will_record(x, w));
   auto [z, y] = activation_keeping(x.value(), w.value(), b ? &b->value() : nullptr, offsets, f, df, slope);  // (A, n)
   auto backward = [x, w, b = b ? *b : var<T, SB, B>{}, offsets, z = std::move(z), df, slope](const auto& dy) {
     const auto dz = slope ? zip("grouped_matmul_activation backward", z, dy, fn::mul{})   // (A, n): f'(z) · dy
@@ -63,7 +64,8 @@ auto grouped_matmul_activation(const var<T, SX, B>& x, const var<T, SW, B>& w, c
 template <class F, class DF, class T, class SX, class SW1, class SB, class SW2, class B>
 auto grouped_ffn(const var<T, SX, B>& x, const var<T, SW1, B>& w1, const var<T, SB, B>* b, const var<T, SW2, B>& w2,
                  const group_offsets<B>& offsets, F f, DF df) {
-  const bool slope = fn::has_slope<DF> && (b ? will_record(x, w1, *b, w2) : will_record(x, w1, w2));
+  const bool slope =
+      fn::has_slope<DF> && fused_map_pair<B> && (b ? will_record(x, w1, *b, w2) : will_record(x, w1, w2));
   auto [z, h] = activation_keeping(x.value(), w1.value(), b ? &b->value() : nullptr, offsets, f, df, slope);  // (A, F)
   auto y = grouped_matmul(h, w2.value(), offsets);                                                            // (A, D)
   auto backward = [x, w1, b = b ? *b : var<T, SB, B>{}, w2, offsets, z = std::move(z), h = std::move(h), df,

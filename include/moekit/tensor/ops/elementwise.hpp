@@ -20,11 +20,19 @@ tensor<T, S, B> map(const tensor<T, S, B>& x, F f) {
   kernels<B>::map(x.size(), out.data(), f, x.data());
   return out;
 }
+/// Whether map_pair runs as one pass on backend B (the CPU). Only then does an
+/// op gain by keeping an activation's slope from its forward: elsewhere the
+/// second map costs a pass over memory, which is what recomputing the slope
+/// in the backward costs there (element-wise kernels on a GPU wait on memory,
+/// not on the arithmetic).
+template <class B>
+inline constexpr bool fused_map_pair = std::is_same_v<B, cpu>;
+
 /// {f(x[i]), g(x[i])}: on the CPU in one loop, where f and g share their
 /// common terms (an activation and its slope, fn::slope_of); elsewhere two maps.
 template <class F, class G, class T, class S, class B>
 std::pair<tensor<T, S, B>, tensor<T, S, B>> map_pair(const tensor<T, S, B>& x, F f, G g) {
-  if constexpr (std::is_same_v<B, cpu>) {
+  if constexpr (fused_map_pair<B>) {
     tensor<T, S, B> out_f(x.shape()), out_g(x.shape());
     kernels<B>::map_pair(x.size(), out_f.data(), f, out_g.data(), g, x.data());
     return {std::move(out_f), std::move(out_g)};
