@@ -15,7 +15,6 @@
 #include <numbers>
 #include <type_traits>
 
-#include "../../backend/functors.hpp"
 #include "../../core/dtype.hpp"
 #include "../../core/fast_exp.hpp"
 #include "../../core/host_device.hpp"
@@ -24,8 +23,9 @@ namespace moekit {
 
 namespace detail {
 
-/// e^(−x²/2) in float, relative error ~2e-7 for every x: x² is split exactly
-/// into sq + sq_lo by an fma and e^(−sq_lo/2) ≈ 1 − sq_lo/2 puts back what
+/// e^(−x²/2) in float, relative error ~2e-7 for |x| up to 13.1 (beyond,
+/// exp_approx's clamp holds it at e^−87): x² is split exactly into
+/// sq + sq_lo by an fma and e^(−sq_lo/2) ≈ 1 − sq_lo/2 puts back what
 /// rounding x² lost (an error that would otherwise grow with x² in the tails).
 /// Φ and φ below both start from it, so a loop that needs both (GELU and its
 /// slope) computes it, and its exponential, once.
