@@ -118,6 +118,41 @@ TEST_CASE("reductions: rows, columns, argmax", "[backend][reduce]") {
   REQUIRE(at == 1);  // first of equal maxima
 }
 
+TEST_CASE("float row sums and row dots: SIMD rows against double, narrow rows in order, 1 and 2 threads",
+          "[backend][reduce]") {
+  // Widths on both sides of simd_cols, with a tail after the vector blocks;
+  // 3000 rows of 200 are above the fork threshold.
+  for (std::size_t cols : {std::size_t{1}, std::size_t{8}, K::simd_cols - 1, K::simd_cols, std::size_t{200}}) {
+    const std::size_t rows = cols == 200 ? 3000 : 5;
+    const auto av = random_vector(rows * cols, 40 + cols), bv = random_vector(rows * cols, 41 + cols);
+    const std::vector<float> a(av.begin(), av.end()), b(bv.begin(), bv.end());
+    const int saved = num_threads();
+    std::vector<std::vector<float>> sums, dots;
+    for (int threads : {1, 2}) {
+      set_num_threads(threads);
+      sums.emplace_back(rows), dots.emplace_back(rows);
+      K::reduce_rows(rows, cols, a.data(), sums.back().data(), 0.25f, fn::add{});
+      K::row_dots(rows, cols, a.data(), b.data(), dots.back().data());
+    }
+    set_num_threads(saved);
+    CHECK(sums[0] == sums[1]);  // a fixed order per row
+    CHECK(dots[0] == dots[1]);
+    for (std::size_t r = 0; r < rows; ++r) {
+      double s = 0.25, d = 0, magnitude = 0.25;
+      float in_order = 0.25f;
+      for (std::size_t c = 0; c < cols; ++c) {
+        const std::size_t e = r * cols + c;
+        s += a[e], d += double(a[e]) * double(b[e]), magnitude += std::abs(a[e]);
+        in_order += a[e];
+      }
+      INFO("cols " << cols << " row " << r);
+      REQUIRE(std::abs(sums[0][r] - s) <= 1e-6 * magnitude);
+      REQUIRE(std::abs(dots[0][r] - d) <= 1e-6 * double(cols));
+      if (!K::simd_row<float>(cols)) REQUIRE(sums[0][r] == in_order);  // narrow rows: the plain loop
+    }
+  }
+}
+
 TEST_CASE("softmax rows: sums to one, stable for large inputs, log form", "[backend][softmax]") {
   std::vector<double> x{1000, 1001, 1002, -5, 0, 5};
   std::vector<double> y(6), ly(6);

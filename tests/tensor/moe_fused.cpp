@@ -176,6 +176,20 @@ TEST_CASE("weighted_scatter_add_rows equals scatter_add_rows(mul_cols(src, scale
   CHECK(max_abs_diff(dw1, dw2) < 1e-5);
 }
 
+TEST_CASE("row_dots equals row_sums of the product, on the CPU and the emulated device", "[tensor][combine][fused]") {
+  rng g(26);
+  const auto a = normal<float>(g, shape<dyn, dyn>{37, 64}), b = normal<float>(g, shape<dyn, dyn>{37, 64});
+  const auto dots = row_dots(a, b, shape<dyn>{37});
+  const auto sums = row_sums(a * b, shape<dyn>{37});
+  CHECK(max_abs_diff(dots, sums) < 1e-5);
+  CHECK(max_abs_diff(dots, sums) > 0.0);  // not the same sum: no product tensor, a SIMD order
+  const auto on_device = row_dots(a.to<emulated_device>(), b.to<emulated_device>(), shape<dyn>{37}).to<cpu>();
+  CHECK(max_abs_diff(on_device, dots) == 0.0);
+  const auto c = normal<float>(g, shape<dyn, dyn>{37, 63});
+  REQUIRE_THROWS_AS(row_dots(a, c, shape<dyn>{37}), shape_error);
+  REQUIRE_THROWS_WITH(row_dots(a, c, shape<dyn>{37}), Catch::Contains("row_dots") && Catch::Contains("(37, 63)"));
+}
+
 TEST_CASE("moe::combine and moe::dispatch are the layer's permutation", "[moe][combine]") {
   rng g(25);
   moe::routing<float> plan;

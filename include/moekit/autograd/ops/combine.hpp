@@ -30,7 +30,7 @@ var<T, set_axis_t<0, dyn, S>, B> weighted_scatter_add_rows(const var<T, S, B>& s
   return record("weighted_scatter_add_rows", std::move(out), [src, idx, scale](const auto& dy) {
     // g = dy gathered back to the source rows: (M, D). Indices were checked in forward.
     auto g = detail::gather_rows("weighted_scatter_add_rows", dy, idx);
-    if (scale.requires_grad()) scale.accumulate(row_sums(g * src.value(), scale.shape()));
+    if (scale.requires_grad()) scale.accumulate(row_dots(g, src.value(), scale.shape()));
     if (src.requires_grad()) {
       kernels<B>::map_cols(g.extent(0), g.extent(1), g.data(), fn::mul{}, g.data(), scale.value().data());  // in place
       src.accumulate(g);

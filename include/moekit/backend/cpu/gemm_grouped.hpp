@@ -291,22 +291,21 @@ struct cpu_gemm_grouped {
       for (std::size_t r = 0; r < rows; ++r) {
         float* cr = c + r * ldc;
         float* zr = z + (row + r) * n + col;
-        // Two plain loops, not one with `b ? c + b : c` inside: GCC vectorises
-        // that into masked loads from b that, with b null, touch page 0 with
-        // every lane masked off, and this CPU (Zen 5) takes a slow assist for
-        // each (C-T's forward 4x slower).
+        const auto put = [&](std::size_t j, float v) {
+          cr[j] = f(v);
+          zr[j] = keep(v);
+        };
+        // One loop per case, not one with `b ? c + b : c` inside: GCC
+        // vectorises that into masked loads from b that, with b null, touch
+        // page 0 with every lane masked off, and this CPU (Zen 5) takes a slow
+        // assist for each (C-T's forward 4x slower).
         if (b != nullptr) {
           const float* br = b + g * n + col;
 #pragma omp simd
-          for (std::size_t j = 0; j < cols; ++j) zr[j] = cr[j] + br[j];
+          for (std::size_t j = 0; j < cols; ++j) put(j, cr[j] + br[j]);
         } else {
-          std::copy(cr, cr + cols, zr);
-        }
 #pragma omp simd
-        for (std::size_t j = 0; j < cols; ++j) {
-          const float v = zr[j];
-          cr[j] = f(v);
-          zr[j] = keep(v);
+          for (std::size_t j = 0; j < cols; ++j) put(j, cr[j]);
         }
       }
     }

@@ -1,6 +1,6 @@
 // moekit/backend/cpu/softmax.hpp — numerically stable softmax and log-softmax
 // over the rows of a (rows, cols) matrix, and their backward passes. Float
-// rows of at least vector_cols entries run as vector code: e^x by exp_approx
+// rows of at least cpu_reduce::simd_cols entries run as vector code: e^x by exp_approx
 // (~1 ulp; exactly 0 below e^-87, so a masked -inf logit gets probability 0),
 // sums and maxima as SIMD reductions (a fixed order per row, whatever the
 // threads). Narrower rows (a router over 8 experts) and double (gradient
@@ -16,6 +16,7 @@
 
 #include "../../core/fast_exp.hpp"
 #include "parallel.hpp"
+#include "reduce.hpp"
 
 namespace moekit::detail {
 
@@ -64,13 +65,7 @@ struct cpu_softmax {
     parallel_for(rows, cols, [&](std::size_t lo, std::size_t hi) {
       for (std::size_t r = lo; r < hi; ++r) {
         const T *yr = y + r * cols, *g = dy + r * cols;
-        T dot = 0;
-        if (vector_row<T>(cols)) {
-#pragma omp simd reduction(+ : dot)
-          for (std::size_t c = 0; c < cols; ++c) dot += g[c] * yr[c];
-        } else {
-          for (std::size_t c = 0; c < cols; ++c) dot += g[c] * yr[c];
-        }
+        const T dot = cpu_reduce::row_dot(g, yr, cols);
         for (std::size_t c = 0; c < cols; ++c) dx[r * cols + c] = yr[c] * (g[c] - dot);
       }
     });
@@ -82,14 +77,11 @@ struct cpu_softmax {
     parallel_for(rows, cols, [&](std::size_t lo, std::size_t hi) {
       for (std::size_t r = lo; r < hi; ++r) {
         const T *yr = y + r * cols, *g = dy + r * cols;
-        T sum = 0;
+        const T sum = cpu_reduce::row_sum(g, cols);
         if (vector_row<T>(cols)) {
-#pragma omp simd reduction(+ : sum)
-          for (std::size_t c = 0; c < cols; ++c) sum += g[c];
 #pragma omp simd
           for (std::size_t c = 0; c < cols; ++c) dx[r * cols + c] = g[c] - exp_or_zero(yr[c]) * sum;
         } else {
-          for (std::size_t c = 0; c < cols; ++c) sum += g[c];
           for (std::size_t c = 0; c < cols; ++c) dx[r * cols + c] = g[c] - std::exp(yr[c]) * sum;
         }
       }
@@ -97,13 +89,12 @@ struct cpu_softmax {
   }
 
  private:
-  /// Float rows at least this wide run as vector code (softmax of 64 columns
-  /// 9x faster than with std::exp; see the header for narrower rows).
-  static constexpr std::size_t vector_cols = 32;
+  /// Float rows of at least cpu_reduce::simd_cols run as vector code
+  /// (softmax of 64 columns 9x faster than with std::exp; see the header for
+  /// narrower rows).
   template <class T>
-  static bool vector_row(std::size_t cols) noexcept {
-    if constexpr (std::is_same_v<T, float>) return cols >= vector_cols;
-    else return false;
+  static constexpr bool vector_row(std::size_t cols) noexcept {
+    return cpu_reduce::simd_row<T>(cols);
   }
 
   /// e^d in float, and exactly 0 below e^-87 (as std::exp rounds to float;

@@ -71,8 +71,8 @@ auto grouped_matmul(const tensor<T, SX, B>& x, const tensor<T, SW, B>& w, const 
 /// (fn::slope_of<DF>, which computes it next to f and shares their terms).
 /// x (A, k), w (G, k, n), b (G, n) or null; both results (A, n). On the CPU in
 /// float the bias, f and keep run in the GEMM's output pass, on each tile while
-/// it is in cache; elsewhere grouped_matmul, then one pass for the bias and one
-/// each for f and keep.
+/// it is in cache; elsewhere grouped_matmul, then one pass for the bias and
+/// map_pair for f and keep.
 template <class F, class Keep = fn::identity, class T, class SX, class SW, class SB, class B>
 auto grouped_matmul_activation(const tensor<T, SX, B>& x, const tensor<T, SW, B>& w, const tensor<T, SB, B>* b,
                                const group_offsets<B>& offsets, F f, Keep keep = {}) {
@@ -94,9 +94,12 @@ auto grouped_matmul_activation(const tensor<T, SX, B>& x, const tensor<T, SW, B>
     return std::pair<R, R>{std::move(z), std::move(y)};
   } else {
     R z = b ? add_grouped_rows(grouped_matmul(x, w, offsets), *b, offsets) : grouped_matmul(x, w, offsets);
-    R y = map(z, f);
-    if constexpr (!std::is_same_v<Keep, fn::identity>) z = map(z, keep);
-    return std::pair<R, R>{std::move(z), std::move(y)};
+    if constexpr (std::is_same_v<Keep, fn::identity>) {
+      R y = map(z, f);
+      return std::pair<R, R>{std::move(z), std::move(y)};
+    } else {
+      return map_pair(z, keep, f);  // {keep(z), f(z)}: one pass where fused_map_pair<B>
+    }
   }
 }
 

@@ -4,6 +4,7 @@
 
 #include "../../backend/functors.hpp"
 #include "../tensor.hpp"
+#include "elementwise.hpp"
 
 namespace moekit {
 
@@ -22,6 +23,21 @@ tensor<T, ColShape, B> row_sums(const tensor<T, S, B>& x, const ColShape& col_sh
   tensor<T, ColShape, B> out(col_shape);
   kernels<B>::reduce_rows(r, c, x.data(), out.data(), T(0), fn::add{});
   return out;
+}
+/// row_sums(a * b) for a and b of one shape: where the backend has a
+/// row_dots kernel (the CPU) in one pass, without the product tensor.
+template <class ColShape, class T, class SA, class SB, class B>
+tensor<T, ColShape, B> row_dots(const tensor<T, SA, B>& a, const tensor<T, SB, B>& b, const ColShape& col_shape) {
+  if (!(a.shape() == b.shape()))
+    detail::shape_mismatch("row_dots", a.shape().str(), " with ", b.shape().str(), "shapes must be equal");
+  if constexpr (requires(T* p) { kernels<B>::row_dots(std::size_t{}, std::size_t{}, p, p, p); }) {
+    auto [r, c] = as_matrix(a.shape());
+    tensor<T, ColShape, B> out(col_shape);
+    kernels<B>::row_dots(r, c, a.data(), b.data(), out.data());
+    return out;
+  } else {
+    return row_sums(zip("row_dots", a, b, fn::mul{}), col_shape);
+  }
 }
 
 }  // namespace moekit
