@@ -241,6 +241,42 @@ TEST_CASE("top-k rows: order and tie-breaking", "[backend][top_k]") {
   }
 }
 
+TEST_CASE("top-k rows of 64 to 256 floats (vector passes): equal to insertion, ties, -inf and NaN rows",
+          "[backend][top_k]") {
+  // The reference: insertion into a sorted list, the definition for every
+  // row (NaN included), written out here.
+  const auto insertion = [](std::size_t cols, std::size_t k, const float* x, float* v, index_t* at) {
+    std::size_t filled = 0;
+    for (std::size_t c = 0; c < cols; ++c) {
+      if (filled == k && !(x[c] > v[k - 1])) continue;
+      std::size_t pos = std::min(filled, k - 1);
+      for (; pos > 0 && x[c] > v[pos - 1]; --pos) v[pos] = v[pos - 1], at[pos] = at[pos - 1];
+      v[pos] = x[c], at[pos] = static_cast<index_t>(c);
+      filled = std::min(filled + 1, k);
+    }
+  };
+  const float inf = std::numeric_limits<float>::infinity();
+  for (std::size_t cols : {64, 100, 128, 256})
+    for (std::size_t k : {2, 4, 6, 16}) {
+      const std::size_t rows = 40;
+      const auto r = random_vector(rows * cols, 60 + cols + k);
+      std::vector<float> x(rows * cols);
+      for (std::size_t e = 0; e < x.size(); ++e) x[e] = std::round(float(r[e]) * 8) / 8;  // many ties
+      for (std::size_t c = 0; c < cols; ++c) x[1 * cols + c] = c < 3 ? 1.0f : -inf;     // fewer than k above -inf
+      x[2 * cols + 5] = std::numeric_limits<float>::quiet_NaN();                        // a NaN early
+      x[3 * cols + cols - 1] = std::numeric_limits<float>::quiet_NaN();                 // and late
+      for (std::size_t c = 0; c < cols; c += 7) x[4 * cols + c] = -inf;
+      std::vector<float> v(rows * k), want_v(rows * k);
+      std::vector<index_t> at(rows * k), want_at(rows * k);
+      K::top_k_rows(rows, cols, k, x.data(), v.data(), at.data());
+      for (std::size_t i = 0; i < rows; ++i) insertion(cols, k, x.data() + i * cols, &want_v[i * k], &want_at[i * k]);
+      INFO("cols " << cols << " k " << k);
+      REQUIRE(at == want_at);
+      for (std::size_t e = 0; e < v.size(); ++e)
+        REQUIRE((v[e] == want_v[e] || (std::isnan(v[e]) && std::isnan(want_v[e]))));
+    }
+}
+
 TEST_CASE("softmax + top-k rows fused: equal to softmax_rows then top_k_rows", "[backend][top_k]") {
   // Random rows, plus rows of repeated logits whose probabilities tie exactly.
   const std::size_t rows = 40, cols = 9;
