@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <vector>
@@ -266,6 +267,7 @@ TEST_CASE("top-k rows of 64 to 256 floats (vector passes): equal to insertion, t
       x[2 * cols + 5] = std::numeric_limits<float>::quiet_NaN();                        // a NaN early
       x[3 * cols + cols - 1] = std::numeric_limits<float>::quiet_NaN();                 // and late
       for (std::size_t c = 0; c < cols; c += 7) x[4 * cols + c] = -inf;
+      for (std::size_t c = 0; c < cols; ++c) x[5 * cols + c] = c % 2 ? 0.0f : -0.0f;  // equal, signs differ
       std::vector<float> v(rows * k), want_v(rows * k);
       std::vector<index_t> at(rows * k), want_at(rows * k);
       K::top_k_rows(rows, cols, k, x.data(), v.data(), at.data());
@@ -273,7 +275,7 @@ TEST_CASE("top-k rows of 64 to 256 floats (vector passes): equal to insertion, t
       INFO("cols " << cols << " k " << k);
       REQUIRE(at == want_at);
       for (std::size_t e = 0; e < v.size(); ++e)
-        REQUIRE((v[e] == want_v[e] || (std::isnan(v[e]) && std::isnan(want_v[e]))));
+        REQUIRE(std::memcmp(&v[e], &want_v[e], sizeof(float)) == 0);  // the same bits (NaN, -0)
     }
 }
 
