@@ -1,8 +1,8 @@
 // moekit/backend/cpu/reduce.hpp — reductions along the rows or the columns of a
 // row-major (rows, cols) matrix. Each output has a fixed summation order, so
 // results do not depend on the thread count. Float rows of at least
-// simd_cols entries are summed as SIMD reductions (a fixed order per row,
-// lanes then a tree; one accumulator chain in order is 4 cycles an element);
+// simd_cols entries are summed as SIMD reductions (per-lane partial sums, a
+// fixed order per row; one accumulator chain in order is 4 cycles an element);
 // narrower rows, where a vector loop's set-up and horizontal sum cost more
 // than it saves, and double (gradient checks) are summed in order.
 #pragma once
@@ -28,25 +28,25 @@ struct cpu_reduce {
   /// init + the sum of x[0, cols).
   template <class T>
   static T row_sum(const T* x, std::size_t cols, T init = T(0)) noexcept {
-    T acc = init;
-    if (simd_row<T>(cols)) {
-#pragma omp simd reduction(+ : acc)
-      for (std::size_t c = 0; c < cols; ++c) acc += x[c];
-    } else {
-      for (std::size_t c = 0; c < cols; ++c) acc += x[c];
-    }
-    return acc;
+    return sum_terms(cols, init, [x](std::size_t c) { return x[c]; });
   }
 
   /// The sum of a[c] · b[c] over [0, cols).
   template <class T>
   static T row_dot(const T* a, const T* b, std::size_t cols) noexcept {
-    T acc = 0;
+    return sum_terms(cols, T(0), [a, b](std::size_t c) { return a[c] * b[c]; });
+  }
+
+  /// init + term(0) + ... + term(cols - 1): a SIMD reduction where simd_row,
+  /// else in order.
+  template <class T, class Term>
+  static T sum_terms(std::size_t cols, T init, Term term) noexcept {
+    T acc = init;
     if (simd_row<T>(cols)) {
 #pragma omp simd reduction(+ : acc)
-      for (std::size_t c = 0; c < cols; ++c) acc += a[c] * b[c];
+      for (std::size_t c = 0; c < cols; ++c) acc += term(c);
     } else {
-      for (std::size_t c = 0; c < cols; ++c) acc += a[c] * b[c];
+      for (std::size_t c = 0; c < cols; ++c) acc += term(c);
     }
     return acc;
   }

@@ -78,7 +78,7 @@ struct cpu_top_k {
       if (!(m > none)) return false;
       std::size_t c = 0;
       while (w[c] != m) ++c;  // the lowest index wins ties
-      values[j] = w[c];          // not m: -0 and +0 are equal, and either may be the max
+      values[j] = w[c];  // not m: -0 and +0 are equal, and either may be the max
       best[j] = static_cast<index_t>(c);
       w[c] = none;
     }
