@@ -20,13 +20,17 @@ inline bool row_in_range(index_t r, std::size_t rows) noexcept {
 struct cpu_gather {
   static constexpr std::size_t unbounded = std::numeric_limits<std::size_t>::max();
 
-  /// Fork costs of moving `floats` floats (a quarter of computing them) and
-  /// of adding them into place (a half). Both are memory-bound and a second
-  /// core of the 2-vCPU build VM adds little bandwidth, so gathers fork from
-  /// 1 M elements and scatter-adds from 512 K, not 256 K: a C-S gather of
-  /// 262 K floats took 21 µs on 1 thread and 24–36 µs on 2, its scatter-add
-  /// 31 µs and 21–44 µs (libgomp's default policy – PASSIVE).
-  static constexpr std::size_t copy_cost(std::size_t floats) noexcept { return std::max<std::size_t>(1, floats / 4); }
+  /// Fork costs of moving `floats` floats and of adding them into place (a
+  /// half: scatter-adds fork from 512 K elements). Gathers fork from 256 K
+  /// (parallel_grain), as element-wise maps do. Timed alone, a C-S gather of
+  /// 262 K floats took 21 µs on 1 thread and 24–36 µs on 2; but inside a
+  /// layer step its destination is a pool block that both threads wrote last
+  /// (the expert GEMMs' output of the step before), and on the 2-vCPU build
+  /// VM (a 500 ns round trip between the two) one thread pulling half the
+  /// lines from the other's cache ran 2.5x slower than on a 1-thread run:
+  /// C-F's forward gather 0.34 ms against 0.16, 0.20 when forked (2
+  /// threads; the layer step 6 % faster, C-S 2 %, issue #16).
+  static constexpr std::size_t copy_cost(std::size_t floats) noexcept { return std::max<std::size_t>(1, floats); }
   static constexpr std::size_t add_cost(std::size_t floats) noexcept { return std::max<std::size_t>(1, floats / 2); }
 
   /// dst[i, :] = src[index[i], :] for i in [0, n). A row whose index lies
