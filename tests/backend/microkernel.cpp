@@ -4,6 +4,7 @@
 // alpha/beta, epilogues, and the same bits with 1 and 2 threads.
 #include <cblas.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <moekit.hpp>
@@ -156,7 +157,7 @@ TEST_CASE("grouped GEMMs on many small groups (C-F's shape, weights over 4 MB) e
   std::mt19937 g(16);
   std::vector<index_t> offsets{0};  // 40 groups of 33 to 47 rows, one empty
   for (std::size_t e = 0; e < 40; ++e) offsets.push_back(offsets.back() + (e == 7 ? 0 : index_t(33 + e % 15)));
-  const std::size_t groups = offsets.size() - 1, k = 256, n = 136;  // n: a partial panel
+  const std::size_t k = 256, n = 136;  // n: a partial panel
   for (const mk::isa i : isas_here()) {
     isa_scope scope(i);
     CAPTURE(mk::isa_name(i));
@@ -165,6 +166,59 @@ TEST_CASE("grouped GEMMs on many small groups (C-F's shape, weights over 4 MB) e
     // k·2⁻²⁴·Σ|x||w| / (1 + |y|), is about 1e-4 here.
     check_grouped({offsets, k, n}, g, 2);
   }
+}
+
+TEST_CASE("threads that own rows: every row of every slab once, in its owner's range; skew falls back",
+          "[backend][microkernel][grouped]") {
+  struct piece {
+    std::size_t g, i0, i1, j0, flops;
+    bool small;
+  };
+  using gg = detail::cpu_gemm_grouped;
+  const std::size_t k = 64, n = 300, slab = 256;  // two column slabs, the second partial
+  auto make = [&](const std::vector<index_t>& offsets, bool reduce) {
+    std::vector<piece> pieces;
+    for (std::size_t g = 0; g + 1 < offsets.size(); ++g) {
+      const auto rows = std::size_t(offsets[g + 1] - offsets[g]);
+      const std::size_t out = reduce ? k : rows, depth = reduce ? rows : k;
+      if (out == 0) continue;
+      if (rows <= 4) pieces.push_back({g, 0, out, 0, 2 * out * depth * n, true});
+      else
+        for (std::size_t j = 0; j < n; j += slab) pieces.push_back({g, 0, out, j, 2 * out * depth * std::min(slab, n - j), false});
+    }
+    return pieces;
+  };
+  const std::vector<index_t> offsets{5, 5, 40, 41, 300, 302, 700, 1000};  // empty, 1-row and 2-row groups
+  const std::size_t first = 5, rows = 995, groups = offsets.size() - 1;
+  for (const std::size_t threads : {2, 3}) {
+    CAPTURE(threads);
+    const auto pieces = make(offsets, false);
+    const auto owned = gg::owner_split(pieces, groups, offsets.data(), false, threads);
+    REQUIRE(owned.size() == threads);
+    std::vector<int> covered(rows * 2, 0);  // (row, slab)
+    std::size_t outside = 0;
+    for (std::size_t t = 0; t < threads; ++t)
+      for (const piece& p : owned[t]) {
+        const std::size_t lo = first + rows * t / threads, hi = first + rows * (t + 1) / threads;
+        const std::size_t b = std::size_t(offsets[p.g]);
+        if (!p.small) outside += b + p.i0 < lo || b + p.i1 > hi;
+        for (std::size_t r = p.i0; r < p.i1; ++r)
+          for (std::size_t j = 0; j < n; j += slab)
+            if (p.small || j == p.j0) ++covered[(b + r - first) * 2 + j / slab];
+      }
+    CHECK(outside == 0);
+    CHECK(std::count(covered.begin(), covered.end(), 1) == std::ptrdiff_t(covered.size()));
+    const auto grads = gg::owner_split(make(offsets, true), groups, offsets.data(), true, threads);
+    // Weight gradients go whole to the owner of the group's middle row: rows 695 / 300 on 2 threads and
+    // 297 / 398 / 300 on 3, over 10 % above an even share both times: the dynamic schedule instead.
+    CHECK(grads.empty());
+  }
+  // Weight gradients: eight equal groups split evenly; one group with 90 % of the rows falls back (empty).
+  const std::vector<index_t> even{0, 100, 200, 300, 400, 500, 600, 700, 800}, skew{0, 20, 40, 940, 960, 980, 1000};
+  const auto split = gg::owner_split(make(even, true), 8, even.data(), true, 2);
+  REQUIRE(split.size() == 2);
+  CHECK(split[0].size() == split[1].size());
+  CHECK(gg::owner_split(make(skew, true), 6, skew.data(), true, 2).empty());
 }
 
 TEST_CASE("grouped GEMMs give the same bits with 1 and 2 threads", "[backend][microkernel][grouped]") {

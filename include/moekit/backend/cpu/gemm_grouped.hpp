@@ -145,6 +145,50 @@ struct cpu_gemm_grouped {
     });
   }
 
+  /// Each thread's pieces when threads own rows: thread t computes rows
+  /// [R·t/T, R·(t+1)/T) of every row-wise product (all its column slabs),
+  /// and the weight gradients of the groups whose middle row it owns. Every
+  /// grouped GEMM of a layer step then reads the rows (X, H, dH) that the same
+  /// thread wrote: on the 2-vCPU build VM a line the other core last wrote
+  /// costs a ~500 ns round trip, and the dynamic schedule (any thread, any
+  /// piece) put about half the reads there. Empty (use the dynamic schedule)
+  /// when the weight gradients split so unevenly (a skewed router) that one
+  /// thread would get over 10 % more than its share.
+  /// Piece: {g, i0, i1, j0, flops, small} as packed_product makes them
+  /// (public for the tests).
+  template <class Piece>
+  static std::vector<std::vector<Piece>> owner_split(const std::vector<Piece>& pieces, std::size_t groups,
+                                                     const index_t* offsets, bool reduce, std::size_t threads) {
+    const auto first = static_cast<std::size_t>(offsets[0]), rows = static_cast<std::size_t>(offsets[groups]) - first;
+    auto owner = [&](std::size_t row) { return std::min(threads - 1, (row - first) * threads / std::max<std::size_t>(rows, 1)); };
+    auto start = [&](std::size_t t) { return first + rows * t / threads; };
+    std::vector<std::vector<Piece>> out(threads);
+    std::vector<std::size_t> load(threads, 0);
+    std::size_t total = 0;
+    for (const Piece& p : pieces) {
+      const auto b = static_cast<std::size_t>(offsets[p.g]), e = static_cast<std::size_t>(offsets[p.g + 1]);
+      total += p.flops;
+      if (reduce || p.small) {  // whole: to the owner of its middle row
+        const std::size_t t = owner((b + e - 1) / 2);
+        out[t].push_back(p);
+        load[t] += p.flops;
+        continue;
+      }
+      for (std::size_t t = owner(b); t < threads && start(t) < e; ++t) {  // its rows in each owner's range
+        Piece q = p;
+        q.i0 = std::max(b, start(t)) - b;
+        q.i1 = std::min(e, start(t + 1)) - b;
+        if (q.i0 >= q.i1) continue;
+        q.flops = p.flops / (e - b) * (q.i1 - q.i0);
+        out[t].push_back(q);
+        load[t] += q.flops;
+      }
+    }
+    const std::size_t most = *std::max_element(load.begin(), load.end());
+    if (most * threads * 10 > total * 11) return {};
+    return out;
+  }
+
  private:
   /// One group's product C_g = alpha · A · op(B) + beta · C_g, as seen by packed_product.
   struct grouped_operands {
@@ -203,9 +247,12 @@ struct cpu_gemm_grouped {
         pieces.push_back({g, 0, out_rows, j, 2 * out_rows * depth * std::min(block_cols, n - j), false});
     }
     const int threads = flops >= fork_flops && !omp_in_parallel_region() ? num_threads() : 1;
-    if (threads > 1 && !pieces.empty() && pieces.size() < min_pieces_per_thread * static_cast<std::size_t>(threads))
+    std::vector<std::vector<piece>> owned;  // per thread, when each owns its rows (owner_split)
+    if (threads > 1) owned = owner_split(pieces, groups, offsets, reduce, static_cast<std::size_t>(threads));
+    if (threads > 1 && owned.empty() && !pieces.empty() &&
+        pieces.size() < min_pieces_per_thread * static_cast<std::size_t>(threads))
       split_rows(pieces, min_pieces_per_thread * static_cast<std::size_t>(threads), mb);
-    if (threads > 1)  // largest first, so that no thread is left with a big piece at the end
+    if (threads > 1 && owned.empty())  // largest first, so that no thread is left with a big piece at the end
       std::stable_sort(pieces.begin(), pieces.end(), [](const piece& x, const piece& y) { return x.flops > y.flops; });
 
     auto run_piece = [&](const piece& p) {
@@ -228,8 +275,21 @@ struct cpu_gemm_grouped {
       for (const piece& p : pieces) run_piece(p);
       return;
     }
+    if (!owned.empty()) {
+#pragma omp parallel num_threads(threads)
+      for (const piece& p : owned[static_cast<std::size_t>(omp_thread())]) run_piece(p);
+      return;
+    }
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
     for (std::size_t i = 0; i < pieces.size(); ++i) run_piece(pieces[i]);
+  }
+
+  static int omp_thread() noexcept {
+#if defined(_OPENMP)
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
   }
 
   /// Pieces per thread below which a packed group's rows are split.
