@@ -5,8 +5,10 @@
 // float runs on moekit's own micro-kernels (microkernel.hpp). The work is cut
 // into pieces of (group, block of 256 columns, rows); the thread that takes a
 // piece packs that slab of op(W_g) into panels and runs the piece's row
-// blocks over it while it sits in the thread's L2. Threads take the pieces
-// largest first, so every configuration keeps every thread busy; below
+// blocks over it while it sits in the thread's L2. On several threads each
+// owns a contiguous range of rows in every GEMM (owner_split), so that the
+// rows one GEMM writes are read by the same thread in the next; weight
+// gradients too uneven for that are taken dynamically, largest first. Below
 // fork_flops one thread does it all. A group of at most small_rows rows skips
 // the packing (it would cost as much as its product) and runs as row-by-row
 // dot products/axpys. Each element of C is summed in one fixed order: results
@@ -220,9 +222,11 @@ struct cpu_gemm_grouped {
   /// into the running thread's buffer, where it stays in L2 for every row
   /// block of the piece: no pass packs all weights before the products start
   /// (a memory-bound pass a second core barely speeds up), and nothing
-  /// packed goes back to memory. The rows of a group are split into several
-  /// pieces only when there are too few pieces to keep every thread busy
-  /// (each then packs the same slab). Threads take pieces largest first.
+  /// packed goes back to memory. On several threads, owner_split gives each
+  /// thread its rows' pieces; where it declines, the rows of a group are split
+  /// into several pieces only when there are too few pieces to keep every
+  /// thread busy (each then packs the same slab), and threads take pieces
+  /// largest first.
   template <class Epilogue, class Operands>
   static void packed_product(std::size_t groups, const index_t* offsets, std::size_t k, std::size_t n, bool reduce,
                              const Epilogue& epi, Operands operands, float alpha, float beta) {
