@@ -281,19 +281,11 @@ struct cpu_gemm_grouped {
     }
     if (!owned.empty()) {
 #pragma omp parallel num_threads(threads)
-      for (const piece& p : owned[static_cast<std::size_t>(omp_thread())]) run_piece(p);
+      for (const piece& p : owned[thread_num()]) run_piece(p);
       return;
     }
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
     for (std::size_t i = 0; i < pieces.size(); ++i) run_piece(pieces[i]);
-  }
-
-  static int omp_thread() noexcept {
-#if defined(_OPENMP)
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
   }
 
   /// Pieces per thread below which a packed group's rows are split.

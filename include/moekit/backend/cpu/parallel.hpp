@@ -31,6 +31,15 @@ inline int num_threads() noexcept {
 #endif
 }
 
+/// This thread's number in the parallel region it runs in (0 outside one).
+inline std::size_t thread_num() noexcept {
+#if defined(_OPENMP)
+  return static_cast<std::size_t>(omp_get_thread_num());
+#else
+  return 0;
+#endif
+}
+
 /// Sets the threads for moekit's loops and for BLAS calls made outside them.
 inline void set_num_threads(int n) noexcept {
   n = std::max(1, n);
