@@ -184,7 +184,8 @@ TEST_CASE("threads that own rows: every row of every slab once, in its owner's r
       if (out == 0) continue;
       if (rows <= 4) pieces.push_back({g, 0, out, 0, 2 * out * depth * n, true});
       else
-        for (std::size_t j = 0; j < n; j += slab) pieces.push_back({g, 0, out, j, 2 * out * depth * std::min(slab, n - j), false});
+        for (std::size_t j = 0; j < n; j += slab)
+          pieces.push_back({g, 0, out, j, 2 * out * depth * std::min(slab, n - j), false});
     }
     return pieces;
   };

@@ -152,8 +152,9 @@ struct cpu_gemm_grouped {
   /// and the weight gradients of the groups whose middle row it owns. Every
   /// grouped GEMM of a layer step then reads the rows (X, H, dH) that the same
   /// thread wrote: on the 2-vCPU build VM a line the other core last wrote
-  /// costs a ~500 ns round trip, and the dynamic schedule (any thread, any
-  /// piece) put about half the reads there. Empty (use the dynamic schedule)
+  /// costs a ~500 ns round trip, and under the dynamic schedule (any thread,
+  /// any piece) a GEMM's rows were as likely as not the other core's. Empty
+  /// (use the dynamic schedule)
   /// when the weight gradients split so unevenly (a skewed router) that one
   /// thread would get over 10 % more than its share.
   /// Piece: {g, i0, i1, j0, flops, small} as packed_product makes them
@@ -162,7 +163,9 @@ struct cpu_gemm_grouped {
   static std::vector<std::vector<Piece>> owner_split(const std::vector<Piece>& pieces, std::size_t groups,
                                                      const index_t* offsets, bool reduce, std::size_t threads) {
     const auto first = static_cast<std::size_t>(offsets[0]), rows = static_cast<std::size_t>(offsets[groups]) - first;
-    auto owner = [&](std::size_t row) { return std::min(threads - 1, (row - first) * threads / std::max<std::size_t>(rows, 1)); };
+    auto owner = [&](std::size_t row) {
+      return std::min(threads - 1, (row - first) * threads / std::max<std::size_t>(rows, 1));
+    };
     auto start = [&](std::size_t t) { return first + rows * t / threads; };
     std::vector<std::vector<Piece>> out(threads);
     std::vector<std::size_t> load(threads, 0);
@@ -281,7 +284,10 @@ struct cpu_gemm_grouped {
     }
     if (!owned.empty()) {
 #pragma omp parallel num_threads(threads)
-      for (const piece& p : owned[thread_num()]) run_piece(p);
+      {  // a smaller team than asked for (OMP_DYNAMIC, a thread limit) takes the lists in turn
+        for (std::size_t t = thread_num(); t < owned.size(); t += team_size())
+          for (const piece& p : owned[t]) run_piece(p);
+      }
       return;
     }
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)

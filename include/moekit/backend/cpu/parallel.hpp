@@ -40,6 +40,15 @@ inline std::size_t thread_num() noexcept {
 #endif
 }
 
+/// The threads of the team this thread runs in (1 outside a parallel region).
+inline std::size_t team_size() noexcept {
+#if defined(_OPENMP)
+  return static_cast<std::size_t>(omp_get_num_threads());
+#else
+  return 1;
+#endif
+}
+
 /// Sets the threads for moekit's loops and for BLAS calls made outside them.
 inline void set_num_threads(int n) noexcept {
   n = std::max(1, n);
