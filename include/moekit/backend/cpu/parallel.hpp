@@ -22,32 +22,18 @@ int openblas_get_parallel() __attribute__((weak));  // 0 sequential, 1 pthreads,
 
 namespace moekit {
 
-/// Threads moekit's loops use (OpenMP's setting).
-inline int num_threads() noexcept {
+// Threads moekit's loops use (OpenMP's setting); this thread's number in the
+// parallel region it runs in (0 outside one); the threads of that region's
+// team (1 outside one). Without OpenMP: 1, 0, 1.
 #if defined(_OPENMP)
-  return omp_get_max_threads();
+inline int num_threads() noexcept { return omp_get_max_threads(); }
+inline std::size_t thread_num() noexcept { return static_cast<std::size_t>(omp_get_thread_num()); }
+inline std::size_t team_size() noexcept { return static_cast<std::size_t>(omp_get_num_threads()); }
 #else
-  return 1;
+inline int num_threads() noexcept { return 1; }
+inline std::size_t thread_num() noexcept { return 0; }
+inline std::size_t team_size() noexcept { return 1; }
 #endif
-}
-
-/// This thread's number in the parallel region it runs in (0 outside one).
-inline std::size_t thread_num() noexcept {
-#if defined(_OPENMP)
-  return static_cast<std::size_t>(omp_get_thread_num());
-#else
-  return 0;
-#endif
-}
-
-/// The threads of the team this thread runs in (1 outside a parallel region).
-inline std::size_t team_size() noexcept {
-#if defined(_OPENMP)
-  return static_cast<std::size_t>(omp_get_num_threads());
-#else
-  return 1;
-#endif
-}
 
 /// Sets the threads for moekit's loops and for BLAS calls made outside them.
 inline void set_num_threads(int n) noexcept {
